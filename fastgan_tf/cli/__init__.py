@@ -1,0 +1,1 @@
+"""Command-line entry points. They only parse arguments and call into the package."""

@@ -1,0 +1,40 @@
+"""What every command-line entry point shares: quiet TensorFlow, one-line errors, exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one line on stderr and exit code 2 (no usage dump)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def quiet_tensorflow() -> None:
+    """Hide TensorFlow's C++ start-up chatter unless the user asked for it."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def run_cli(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int],
+            argv: list[str] | None = None) -> int:
+    """Parse `argv` and call `run`; user errors become one line, Ctrl-C becomes exit 130."""
+    args = parser.parse_args(argv)
+    quiet_tensorflow()
+    from fastgan_tf.errors import UserError
+
+    try:
+        return run(args)
+    except UserError as e:
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"\n{parser.prog}: interrupted; the last saved checkpoint is intact.", file=sys.stderr)
+        return EXIT_INTERRUPTED

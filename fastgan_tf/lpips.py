@@ -1,0 +1,241 @@
+"""LPIPS v0.1 'vgg' (Zhang et al., CVPR 2018): FastGAN's reconstruction loss for D's decoders.
+
+Features of a frozen VGG16 at five taps (relu1_2, relu2_2, relu3_3, relu4_3, relu5_3) are
+unit-normalised over channels, their squared difference is weighted per channel by LPIPS's learned
+non-negative 1x1 "lin" weights, averaged over space and summed over the taps: one value per sample.
+
+Backbone caveat: this uses `keras.applications.VGG16`, whose ImageNet weights are the Caffe-converted
+VGG16 with Caffe preprocessing (0..255, BGR, mean subtraction), not torchvision's VGG16 that LPIPS's
+lin weights were trained on. Values are therefore close to, but not identical with, the `lpips`
+package. The project accepts this to stay TF-only; the metric is only used as a training loss.
+
+The lin weights (fastgan_tf/assets/lpips_vgg_v0.1.npz, BSD-2, see LPIPS_LICENSE.txt) come from the
+PyPI `lpips` package (tools/convert_lpips_weights.py). The VGG16 weights are not shipped: Keras
+keeps them in its cache, and this module only downloads them when asked to and when that can
+succeed quickly; otherwise it raises a one-line UserError naming the alternatives.
+"""
+
+import hashlib
+import os
+import threading
+import urllib.request
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from fastgan_tf.errors import UserError
+
+VGG16_NOTOP_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+VGG16_NOTOP_URL = (
+    "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/" + VGG16_NOTOP_FILE
+)
+VGG16_NOTOP_MD5 = "6d6bbae143d832006294945121d1f1fc"  # the hash keras.applications.VGG16 checks
+LIN_WEIGHTS_PATH = Path(__file__).resolve().parent / "assets" / "lpips_vgg_v0.1.npz"
+
+TAPS = ("block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3", "block5_conv3")
+CHANNELS = (64, 128, 256, 512, 512)
+EPS = 1e-10  # lpips.normalize_tensor
+CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+PROBE_TIMEOUT_S = 5.0
+
+
+# --- VGG16 weights: where Keras caches them, and fetching them without a traceback ---------------
+
+
+def keras_cache_dir():
+    """Keras's download cache folder: $KERAS_HOME/models, else ~/.keras/models (read at call time)."""
+    home = os.environ.get("KERAS_HOME")
+    if home:
+        base = Path(home).expanduser()
+    else:
+        user_home = Path.home()
+        # Keras falls back to /tmp/.keras (tempdir on Windows) when the home folder is read-only.
+        base = user_home / ".keras" if os.access(user_home, os.W_OK) else _tmp_keras_dir()
+    return (base / "models").resolve()
+
+
+def _tmp_keras_dir():
+    import tempfile
+
+    return Path("/tmp" if Path("/tmp").is_dir() else tempfile.gettempdir()) / ".keras"
+
+
+def vgg16_weights_path():
+    """Path where the Keras-cached VGG16 no-top ImageNet weights are (or would be)."""
+    return keras_cache_dir() / VGG16_NOTOP_FILE
+
+
+def _md5(path):
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def vgg16_weights_available():
+    """True if the cached VGG16 weights exist with the hash Keras expects (no network used)."""
+    path = vgg16_weights_path()
+    return path.is_file() and _md5(path) == VGG16_NOTOP_MD5
+
+
+def _probe(url, timeout):
+    """None if `url` answers within `timeout` seconds, else a short reason.
+
+    Runs in a daemon thread because a DNS lookup ignores socket timeouts: an offline or firewalled
+    machine must not hang here, nor inside Keras's urlretrieve, which has no timeout at all.
+    """
+    result = ["no answer within %g s" % timeout]
+
+    def run():
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout):
+                result[0] = None
+        except Exception as e:  # noqa: BLE001 - any failure means "don't try"
+            result[0] = str(getattr(e, "reason", None) or e)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(timeout)
+    return result[0]
+
+
+def _one_line(text):
+    return " ".join(str(text).split())
+
+
+def _missing_weights_error(reason):
+    return UserError(
+        f"VGG16 ImageNet weights for the LPIPS loss are missing: {VGG16_NOTOP_FILE} is not in the "
+        f"Keras cache {keras_cache_dir()} and could not be downloaded from {VGG16_NOTOP_URL} "
+        f"({_one_line(reason)}). Download it into that folder, pass its path as the VGG weights, "
+        f"or train with --recon-loss l1."
+    )
+
+
+def fetch_vgg16_weights(timeout=PROBE_TIMEOUT_S):
+    """Return the cached weights' path, downloading them first if that can work; else UserError."""
+    if vgg16_weights_available():
+        return vgg16_weights_path()
+    reason = _probe(VGG16_NOTOP_URL, timeout)
+    if reason is not None:
+        raise _missing_weights_error(reason)
+    cache_home = keras_cache_dir().parent
+    try:
+        cache_home.mkdir(parents=True, exist_ok=True)
+        path = keras.utils.get_file(
+            VGG16_NOTOP_FILE,
+            VGG16_NOTOP_URL,
+            cache_subdir="models",
+            file_hash=VGG16_NOTOP_MD5,
+            cache_dir=str(cache_home),
+        )
+    except Exception as e:  # Keras raises a plain Exception on fetch or hash failure
+        raise _missing_weights_error(e) from None
+    return Path(path)
+
+
+def resolve_vgg_weights(vgg_weights):
+    """'imagenet' -> cached (or freshly downloaded) file; a path -> that file; None -> None."""
+    if vgg_weights is None:
+        return None
+    if isinstance(vgg_weights, str) and vgg_weights == "imagenet":
+        return fetch_vgg16_weights()
+    path = Path(vgg_weights).expanduser()
+    if not path.is_file():
+        raise UserError(
+            f"VGG16 weights file {path} not found; give the path of {VGG16_NOTOP_FILE}, "
+            f"use 'imagenet' (Keras cache {keras_cache_dir()}), or train with --recon-loss l1."
+        )
+    return path
+
+
+# --- the network ----------------------------------------------------------------------------------
+
+
+def load_lin_weights(path=LIN_WEIGHTS_PATH):
+    """The five non-negative per-channel LPIPS weights, float32 arrays of shape (C,)."""
+    with np.load(path) as data:
+        return [np.asarray(data[f"lin{i}"], np.float32) for i in range(len(TAPS))]
+
+
+def caffe_preprocess(x):
+    """[-1, 1] RGB -> what Keras's VGG16 expects: 0..255, BGR, ImageNet channel means removed."""
+    x = (tf.cast(x, tf.float32) + 1.0) * 127.5
+    return tf.reverse(x, axis=[-1]) - tf.constant(CAFFE_BGR_MEAN, tf.float32)
+
+
+def _frozen_variable(next_creator, **kwargs):
+    # tf.Variables created trainable are watched by every GradientTape even when the Keras layer is
+    # frozen; creating them non-trainable keeps gradients out of VGG altogether.
+    kwargs["trainable"] = False
+    return next_creator(**kwargs)
+
+
+def build_vgg16_features(weights_path=None):
+    """A frozen float32 keras.Model: image (caffe-preprocessed) -> the five tapped activations."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")  # VGG always computes in float32
+    try:
+        with tf.variable_creator_scope(_frozen_variable):
+            vgg = keras.applications.VGG16(
+                include_top=False, weights=None, input_shape=(None, None, 3)
+            )
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    if weights_path is not None:
+        try:
+            vgg.load_weights(str(weights_path))
+        except Exception as e:  # h5py/keras errors on a corrupt or unrelated file
+            raise UserError(
+                f"Could not load VGG16 weights from {weights_path} ({_one_line(e)}); it should be "
+                f"Keras's {VGG16_NOTOP_FILE} (delete it to re-download), or use --recon-loss l1."
+            ) from None
+    vgg.trainable = False
+    taps = [vgg.get_layer(name).output for name in TAPS]  # Keras convs include their ReLU
+    features = keras.Model(vgg.inputs, taps, name="lpips_vgg16_features")
+    features.trainable = False
+    return features
+
+
+def normalize_channels(f, eps=EPS):
+    """f / (||f||_channels + eps), as lpips.normalize_tensor.
+
+    The squared norm is floored at 1e-30 before the sqrt: same value (the floor is far below eps),
+    but no 0/0 NaN gradient where all channels of a pixel are zero (dead ReLUs).
+    """
+    norm = tf.sqrt(tf.maximum(tf.reduce_sum(tf.square(f), axis=-1, keepdims=True), 1e-30))
+    return f / (norm + eps)
+
+
+class LPIPS(keras.layers.Layer):
+    """LPIPS(pred, target) -> (B,) float32 distance; inputs NHWC in [-1, 1], same size (>= 16 px).
+
+    vgg_weights: "imagenet" (Keras cache, see `vgg16_weights_path`), a path to
+    vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5, or None (random VGG, for tests only).
+    Nothing here is trainable; gradients flow to both inputs.
+    """
+
+    def __init__(self, vgg_weights="imagenet", lin_weights_path=LIN_WEIGHTS_PATH, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        kwargs.setdefault("name", "lpips")
+        super().__init__(**kwargs)
+        self.features = build_vgg16_features(resolve_vgg_weights(vgg_weights))
+        self.lin = [tf.constant(w) for w in load_lin_weights(lin_weights_path)]
+        self.trainable = False
+
+    def call(self, pred, target):
+        pred, target = tf.cast(pred, tf.float32), tf.cast(target, tf.float32)
+        n = tf.shape(pred)[0]
+        taps = self.features(caffe_preprocess(tf.concat([pred, target], axis=0)), training=False)
+        total = tf.zeros([n], tf.float32)
+        for f, w in zip(taps, self.lin):
+            f = normalize_channels(f)
+            diff = tf.square(f[:n] - f[n:])
+            total += tf.reduce_mean(tf.reduce_sum(diff * w, axis=-1), axis=[1, 2])
+        return total
+
+    def compute_output_shape(self, pred_shape, target_shape=None):
+        return (pred_shape[0],)

@@ -1,0 +1,487 @@
+"""Building blocks of FastGAN, with the semantics of the authors' PyTorch code.
+
+Everything here is channels-last (NHWC) and works under the ``mixed_float16`` policy: weights stay
+float32, convolutions run in the compute dtype, and statistics (spectral norm, batch norm) are
+computed in float32.
+
+Three details decide whether a port behaves like the reference, so they are explicit here:
+
+* ``SNConv2D`` is PyTorch's ``spectral_norm``: the trainable kernel is the *raw* weight, sigma is
+  re-estimated by one power iteration per call and gradients flow through ``W / sigma``. (Keras's
+  ``SpectralNormalization`` overwrites the kernel instead, which changes Adam's dynamics.)
+* ``BatchNorm`` always normalises with the batch statistics, because the reference never puts its
+  models in eval mode (not even for sampling or evaluation).
+* ``NoiseInjection`` draws its noise from a checkpointed seed, so a resumed run continues with the
+  same noise as an uninterrupted one.
+
+Padding follows PyTorch's explicit zero padding (``padding=p`` pads p pixels on every side), which
+TF's ``"same"`` does not reproduce for stride 2 with odd inputs.
+"""
+
+import random
+
+import numpy as np
+import tensorflow as tf
+import keras
+
+LRELU_SLOPE = 0.2
+SN_EPS = 1e-12
+
+
+# ---------------------------------------------------------------------------------------------
+# Stateless helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def lrelu(x):
+    """LeakyReLU(0.2), the only activation in D."""
+    return tf.nn.leaky_relu(x, alpha=LRELU_SLOPE)
+
+
+def glu(x):
+    """Gated linear unit over channels: first half * sigmoid(second half) (PyTorch's GLU order)."""
+    a, b = tf.split(x, 2, axis=-1)
+    return a * tf.sigmoid(b)
+
+
+def swish(x):
+    """x * sigmoid(x), used inside the SLE gates."""
+    return x * tf.sigmoid(x)
+
+
+def upsample_nearest2x(x):
+    """Nearest-neighbour x2 upsampling (each pixel becomes a 2x2 block, as torch's Upsample)."""
+    h, w = x.shape[1], x.shape[2]
+    return tf.image.resize(x, (2 * h, 2 * w), method="nearest")
+
+
+def downsample_nearest(x, size):
+    """Nearest downsampling to ``size`` exactly as torch's ``F.interpolate(mode="nearest")``.
+
+    Torch picks source pixel ``floor(i * factor)``, i.e. the top-left pixel of every block, whereas
+    ``tf.image.resize(method="nearest")`` picks a pixel near the block centre. For the integer factors
+    used here this is a strided slice. Also used for the reconstruction targets of D's decoders.
+    """
+    h = x.shape[1]
+    if h == size:
+        return x
+    if h is None or h % size:
+        raise ValueError(f"downsample_nearest needs a static size divisible by {size}, got {h}")
+    f = h // size
+    return x[:, ::f, ::f, :]
+
+
+def adaptive_avg_pool(x, size):
+    """torch's AdaptiveAvgPool2d(size) for inputs whose side is a multiple of ``size``."""
+    h, w, c = x.shape[1], x.shape[2], x.shape[3]
+    if h == size and w == size:
+        return x
+    if h % size or w % size:
+        raise ValueError(f"adaptive_avg_pool needs sides divisible by {size}, got {h}x{w}")
+    x = tf.reshape(x, (-1, size, h // size, size, w // size, c))
+    return tf.reduce_mean(x, axis=(2, 4))
+
+
+def _l2_normalize(x):
+    """torch.nn.functional.normalize: x / max(||x||, eps)."""
+    return x / tf.maximum(tf.norm(x), SN_EPS)
+
+
+def _kernel_init():
+    # A fresh initializer per variable: Keras initializers fix their seed at construction, so a
+    # shared instance would give identical kernels to layers of the same shape.
+    return keras.initializers.RandomNormal(mean=0.0, stddev=0.02)
+
+
+def _unit_normal_init():
+    """u ~ N(0, 1), then normalised (torch's spectral_norm initialisation of weight_u)."""
+    normal = keras.initializers.RandomNormal(mean=0.0, stddev=1.0)
+
+    def init(shape, dtype=None):
+        u = tf.cast(normal(shape, dtype="float32"), "float32")
+        return tf.cast(_l2_normalize(u), dtype or "float32")
+
+    return init
+
+
+# ---------------------------------------------------------------------------------------------
+# Spectral normalisation (PyTorch semantics)
+# ---------------------------------------------------------------------------------------------
+
+
+class _SpectralNormMixin:
+    """Shared power iteration for layers whose raw weight is ``self.kernel``.
+
+    ``_weight_matrix`` returns the kernel in PyTorch's matrix view, (out channels, everything else).
+    ``u`` (length = out channels) is a non-trainable float32 weight, stored like torch's weight_u.
+    """
+
+    def _build_u(self, rows):
+        self.u = self.add_weight(
+            name="u", shape=(rows,), initializer=_unit_normal_init(), trainable=False,
+            dtype="float32", autocast=False,
+        )
+
+    def _sigma(self, kernel, training):
+        """One power iteration from the stored u; u is saved back only when training."""
+        w = self._weight_matrix(kernel)
+        u = self.u.value
+        v = tf.stop_gradient(_l2_normalize(tf.linalg.matvec(w, u, transpose_a=True)))
+        u = tf.stop_gradient(_l2_normalize(tf.linalg.matvec(w, v)))
+        if training:
+            self.u.assign(u)
+        # sigma = u^T W v: the gradient flows into W here (u, v are constants), as in torch.
+        return tf.tensordot(u, tf.linalg.matvec(w, v), axes=1)
+
+    def normalized_kernel(self, training=False):
+        """W / sigma in float32 (runs one power iteration; stores u only when training)."""
+        k = tf.convert_to_tensor(self.kernel)
+        return k / self._sigma(k, training)
+
+
+class SNConv2D(_SpectralNormMixin, keras.layers.Layer):
+    """Bias-free, spectrally normalised Conv2d with PyTorch's explicit zero padding.
+
+    Args:
+        filters: output channels.
+        kernel_size: square kernel side.
+        strides: stride (same in both directions).
+        padding: pixels of zero padding on every side, as torch's ``padding=p``.
+
+    Weights: ``kernel`` (kh, kw, in, out), the raw trainable weight, float32 even under mixed
+    precision, initialised N(0, 0.02); ``u`` (out,), the persistent power-iteration vector. The
+    matrix view for sigma is torch's (out, in*kh*kw).
+    """
+
+    def __init__(self, filters, kernel_size, strides=1, padding=0, **kwargs):
+        super().__init__(autocast=False, **kwargs)
+        self.filters = int(filters)
+        self.kernel_size = int(kernel_size)
+        self.strides = int(strides)
+        self.padding = int(padding)
+
+    def build(self, input_shape):
+        in_ch = int(input_shape[-1])
+        k = self.kernel_size
+        self.kernel = self.add_weight(
+            name="kernel", shape=(k, k, in_ch, self.filters), initializer=_kernel_init(),
+            trainable=True, dtype="float32", autocast=False,
+        )
+        self._build_u(self.filters)
+
+    def _weight_matrix(self, kernel):
+        # (kh, kw, in, out) -> torch layout (out, in, kh, kw) -> (out, in*kh*kw)
+        return tf.reshape(tf.transpose(kernel, (3, 2, 0, 1)), (self.filters, -1))
+
+    def call(self, inputs, training=False):
+        kernel = self.normalized_kernel(training)
+        x = tf.cast(inputs, self.compute_dtype)
+        p, k, s = self.padding, self.kernel_size, self.strides
+        if s == 1 and 2 * p == k - 1:
+            padding = "SAME"  # identical to symmetric padding p for odd kernels at stride 1
+        else:
+            if p:
+                x = tf.pad(x, [[0, 0], [p, p], [p, p], [0, 0]])
+            padding = "VALID"
+        return tf.nn.conv2d(x, tf.cast(kernel, self.compute_dtype), strides=s, padding=padding)
+
+    def compute_output_shape(self, input_shape):
+        def side(n):
+            return None if n is None else (n + 2 * self.padding - self.kernel_size) // self.strides + 1
+
+        return (input_shape[0], side(input_shape[1]), side(input_shape[2]), self.filters)
+
+
+class SNLatentConvTranspose(_SpectralNormMixin, keras.layers.Layer):
+    """G's ``init`` layer: ConvTranspose2d(nz, filters, 4, stride 1, pad 0) applied to z as 1x1 map.
+
+    On a 1x1 input that transposed conv is a dense map: out[b, i, j, o] = sum_c z[b, c] * K[c, i, j, o].
+    ``kernel`` has shape (nz, size, size, filters), i.e. torch's (in, out, kh, kw) weight permuted,
+    so the parameter count is nz*size*size*filters like the reference. Spectral norm uses torch's
+    ConvTranspose matrix view (dim=1): out channels as rows, (filters, nz*size*size).
+    """
+
+    def __init__(self, filters, size=4, **kwargs):
+        super().__init__(autocast=False, **kwargs)
+        self.filters = int(filters)
+        self.size = int(size)
+
+    def build(self, input_shape):
+        self.nz = int(input_shape[-1])
+        self.kernel = self.add_weight(
+            name="kernel", shape=(self.nz, self.size, self.size, self.filters),
+            initializer=_kernel_init(), trainable=True, dtype="float32", autocast=False,
+        )
+        self._build_u(self.filters)
+
+    def _weight_matrix(self, kernel):
+        return tf.reshape(tf.transpose(kernel, (3, 0, 1, 2)), (self.filters, -1))
+
+    def call(self, z, training=False):
+        kernel = self.normalized_kernel(training)
+        flat = tf.reshape(tf.cast(kernel, self.compute_dtype), (self.nz, -1))
+        y = tf.matmul(tf.cast(z, self.compute_dtype), flat)
+        return tf.reshape(y, (-1, self.size, self.size, self.filters))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.size, self.size, self.filters)
+
+
+# ---------------------------------------------------------------------------------------------
+# Normalisation and noise
+# ---------------------------------------------------------------------------------------------
+
+
+class BatchNorm(keras.layers.BatchNormalization):
+    """BatchNorm that always normalises with the batch statistics (the reference is never in eval).
+
+    ``training=True`` also updates the moving averages (momentum 0.9 in Keras's convention, i.e.
+    torch's 0.1; the biased batch variance is used, torch uses the unbiased one). They are never
+    used for normalisation and are kept only so checkpoints carry them. ``training=False`` changes no
+    state, so sampling with G mutates nothing. Statistics are computed in float32.
+    ``sync=True`` all-reduces the statistics across tf.distribute replicas.
+    """
+
+    def __init__(self, sync=False, **kwargs):
+        super().__init__(
+            momentum=0.9, epsilon=1e-5,
+            gamma_initializer=keras.initializers.RandomNormal(mean=1.0, stddev=0.02),
+            beta_initializer="zeros", synchronized=sync, **kwargs,
+        )
+
+    def call(self, inputs, training=False):
+        x = tf.cast(inputs, "float32")
+        mean, variance = keras.ops.moments(x, axes=self._reduction_axes, synchronized=self.synchronized)
+        if training and self.trainable:
+            m = self.momentum
+            self.moving_mean.assign(self.moving_mean * m + mean * (1.0 - m))
+            self.moving_variance.assign(self.moving_variance * m + variance * (1.0 - m))
+        y = tf.nn.batch_normalization(
+            x, mean, variance, offset=self.beta, scale=self.gamma, variance_epsilon=self.epsilon
+        )
+        return tf.cast(y, self.compute_dtype)
+
+
+def derive_seed(base_seed, index):
+    """A 31-bit per-layer seed from a model seed and a layer index (distinct for distinct layers)."""
+    state = np.random.SeedSequence([int(base_seed), int(index)]).generate_state(1, dtype=np.uint32)
+    return int(state[0] >> 1)
+
+
+class NoiseInjection(keras.layers.Layer):
+    """x + weight * N(0, 1) noise of shape (B, H, W, 1), broadcast over channels.
+
+    ``weight`` is one trainable scalar initialised to 0 (so the layer starts as the identity).
+    The noise is drawn with ``tf.random.stateless_normal`` from ``seed_state``, a non-trainable int64
+    weight [layer_seed, counter] that tf.train.Checkpoint saves:
+
+    * training=True: use seed_state, then advance its counter (fresh noise every training call);
+    * training=False: use seed_state without advancing it;
+    * noise_seed given (int tensor of shape [2]): use a seed folded from noise_seed and ``index``
+      and change no state, for reproducible sampling/evaluation.
+
+    Under tf.distribute each replica folds in its replica id, so replicas draw different noise.
+    """
+
+    def __init__(self, index=0, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.index = int(index)
+        self.initial_seed = int(seed) if seed is not None else random.getrandbits(31)
+
+    def build(self, input_shape):
+        self.weight = self.add_weight(
+            name="weight", shape=(), initializer="zeros", trainable=True, dtype="float32",
+            autocast=False,
+        )
+        initial = [self.initial_seed, 0]
+        self.seed_state = self.add_weight(
+            name="seed_state", shape=(2,), dtype="int64", trainable=False,
+            initializer=lambda shape, dtype=None: tf.constant(initial, dtype="int64"),
+        )
+
+    def call(self, x, training=False, noise_seed=None):
+        if noise_seed is not None:
+            seed = tf.random.experimental.stateless_fold_in(
+                tf.cast(noise_seed, "int64"), self.index
+            )
+        else:
+            seed = tf.convert_to_tensor(self.seed_state)
+            if training:
+                self.seed_state.assign_add(tf.constant([0, 1], dtype="int64"))
+        ctx = tf.distribute.get_replica_context()
+        if ctx is not None and ctx.num_replicas_in_sync > 1:
+            seed = tf.random.experimental.stateless_fold_in(seed, ctx.replica_id_in_sync_group)
+        shape = tf.concat([tf.shape(x)[:3], [1]], axis=0)
+        noise = tf.random.stateless_normal(shape, seed=seed, dtype="float32")
+        return x + tf.cast(self.weight * noise, x.dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# Generator blocks
+# ---------------------------------------------------------------------------------------------
+
+
+class SLE(keras.layers.Layer):
+    """Skip-layer excitation (the reference's ``SEBlock``): a low-res feature gates a high-res one.
+
+    gate = sigmoid(conv1x1(swish(conv4x4_valid(adaptive_avg_pool(small, 4)))))  -> (B, 1, 1, C_big)
+    output = big * gate (per channel; no residual).
+    """
+
+    def __init__(self, channels, **kwargs):
+        super().__init__(**kwargs)
+        self.conv_4x4 = SNConv2D(channels, 4, name="conv_4x4")
+        self.conv_1x1 = SNConv2D(channels, 1, name="conv_1x1")
+
+    def call(self, small, big, training=False):
+        g = adaptive_avg_pool(small, 4)
+        g = swish(self.conv_4x4(g, training=training))
+        g = tf.sigmoid(self.conv_1x1(g, training=training))
+        return big * tf.cast(g, big.dtype)
+
+
+class UpBlock(keras.layers.Layer):
+    """Simple up block: nearest x2 -> conv3x3 (-> 2*out) -> BN -> GLU. Also the decoders' ``up``."""
+
+    def __init__(self, channels, sync_bn=False, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = SNConv2D(2 * channels, 3, padding=1, name="conv")
+        self.bn = BatchNorm(sync=sync_bn, name="bn")
+
+    def call(self, x, training=False, noise_seed=None):
+        x = self.conv(upsample_nearest2x(x), training=training)
+        return glu(self.bn(x, training=training))
+
+
+class UpBlockComp(keras.layers.Layer):
+    """Up block with two convs and noise:
+    nearest x2 -> conv3x3 -> noise -> BN -> GLU -> conv3x3 -> noise -> BN -> GLU.
+
+    ``noise_index`` numbers the first NoiseInjection (the second is noise_index + 1);
+    ``seeds`` gives their initial seeds (None -> drawn from Python's ``random``).
+    """
+
+    def __init__(self, channels, sync_bn=False, noise_index=0, seeds=(None, None), **kwargs):
+        super().__init__(**kwargs)
+        self.conv1 = SNConv2D(2 * channels, 3, padding=1, name="conv1")
+        self.noise1 = NoiseInjection(noise_index, seeds[0], name="noise1")
+        self.bn1 = BatchNorm(sync=sync_bn, name="bn1")
+        self.conv2 = SNConv2D(2 * channels, 3, padding=1, name="conv2")
+        self.noise2 = NoiseInjection(noise_index + 1, seeds[1], name="noise2")
+        self.bn2 = BatchNorm(sync=sync_bn, name="bn2")
+
+    def call(self, x, training=False, noise_seed=None):
+        x = self.conv1(upsample_nearest2x(x), training=training)
+        x = glu(self.bn1(self.noise1(x, training=training, noise_seed=noise_seed), training=training))
+        x = self.conv2(x, training=training)
+        return glu(self.bn2(self.noise2(x, training=training, noise_seed=noise_seed), training=training))
+
+
+# ---------------------------------------------------------------------------------------------
+# Discriminator blocks
+# ---------------------------------------------------------------------------------------------
+
+
+class DownBlock(keras.layers.Layer):
+    """conv4x4 stride 2 (pad 1) -> BN -> LeakyReLU."""
+
+    def __init__(self, channels, sync_bn=False, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = SNConv2D(channels, 4, strides=2, padding=1, name="conv")
+        self.bn = BatchNorm(sync=sync_bn, name="bn")
+
+    def call(self, x, training=False):
+        return lrelu(self.bn(self.conv(x, training=training), training=training))
+
+
+class DownBlockComp(keras.layers.Layer):
+    """Residual down block, the mean of two branches:
+
+    main:   conv4x4 s2 -> BN -> LReLU -> conv3x3 s1 -> BN -> LReLU
+    direct: avgpool 2x2 -> conv1x1 -> BN -> LReLU
+    """
+
+    def __init__(self, channels, sync_bn=False, **kwargs):
+        super().__init__(**kwargs)
+        self.conv1 = SNConv2D(channels, 4, strides=2, padding=1, name="conv1")
+        self.bn1 = BatchNorm(sync=sync_bn, name="bn1")
+        self.conv2 = SNConv2D(channels, 3, padding=1, name="conv2")
+        self.bn2 = BatchNorm(sync=sync_bn, name="bn2")
+        self.conv_direct = SNConv2D(channels, 1, name="conv_direct")
+        self.bn_direct = BatchNorm(sync=sync_bn, name="bn_direct")
+
+    def call(self, x, training=False):
+        main = lrelu(self.bn1(self.conv1(x, training=training), training=training))
+        main = lrelu(self.bn2(self.conv2(main, training=training), training=training))
+        direct = tf.nn.avg_pool2d(x, 2, 2, "VALID")
+        direct = lrelu(self.bn_direct(self.conv_direct(direct, training=training), training=training))
+        return (main + direct) / 2
+
+
+class DownFromBig(keras.layers.Layer):
+    """D's stem on the full-resolution image; ends at 256x256 for resolutions >= 256.
+
+    * 1024: conv4x4 s2 (-> widths[512]) -> LReLU -> conv4x4 s2 (-> widths[256]) -> BN -> LReLU
+    * 512:  conv4x4 s2 (-> widths[256]) -> LReLU
+    * <= 256: conv3x3 s1 (-> widths[resolution]) -> LReLU (the reference's 256 stem, reused for
+      the truncated 128 and 64 models)
+
+    ``widths`` maps spatial size -> channels.
+    """
+
+    def __init__(self, resolution, widths, sync_bn=False, **kwargs):
+        super().__init__(**kwargs)
+        self.resolution = resolution
+        if resolution == 1024:
+            self.conv1 = SNConv2D(widths[512], 4, strides=2, padding=1, name="conv1")
+            self.conv2 = SNConv2D(widths[256], 4, strides=2, padding=1, name="conv2")
+            self.bn2 = BatchNorm(sync=sync_bn, name="bn2")
+        elif resolution == 512:
+            self.conv1 = SNConv2D(widths[256], 4, strides=2, padding=1, name="conv1")
+        else:
+            self.conv1 = SNConv2D(widths[resolution], 3, padding=1, name="conv1")
+
+    def call(self, x, training=False):
+        x = lrelu(self.conv1(x, training=training))
+        if self.resolution == 1024:
+            x = lrelu(self.bn2(self.conv2(x, training=training), training=training))
+        return x
+
+
+class BigLogitHead(keras.layers.Layer):
+    """``rf_big``: conv1x1 (-> hidden) -> BN -> LReLU -> conv4x4 valid (-> 1): 8x8 -> 5x5 logits."""
+
+    def __init__(self, hidden, sync_bn=False, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = SNConv2D(hidden, 1, name="conv")
+        self.bn = BatchNorm(sync=sync_bn, name="bn")
+        self.conv_out = SNConv2D(1, 4, name="conv_out")
+
+    def call(self, x, training=False):
+        x = lrelu(self.bn(self.conv(x, training=training), training=training))
+        return self.conv_out(x, training=training)
+
+
+DECODER_WIDTHS = {16: 128, 32: 64, 64: 64, 128: 32}  # the reference's base-32 table, fixed
+
+
+class SimpleDecoder(keras.layers.Layer):
+    """D's reconstruction decoder: 8x8 feature -> image at ``out_resolution`` in [-1, 1].
+
+    adaptive avg pool 8x8 (identity on the 8x8 features D feeds it) -> UpBlock per x2 step with the
+    fixed widths {16: 128, 32: 64, 64: 64, 128: 32} (independent of ndf, as in the reference) ->
+    conv3x3 (-> 3) -> tanh. The output is float32.
+    """
+
+    def __init__(self, out_resolution=128, sync_bn=False, **kwargs):
+        super().__init__(**kwargs)
+        self.out_resolution = out_resolution
+        sizes = [s for s in (16, 32, 64, 128) if s <= out_resolution]
+        self.ups = [UpBlock(DECODER_WIDTHS[s], sync_bn=sync_bn, name=f"up_{s}") for s in sizes]
+        self.to_rgb = SNConv2D(3, 3, padding=1, name="to_rgb")
+
+    def call(self, x, training=False):
+        x = adaptive_avg_pool(x, 8)
+        for up in self.ups:
+            x = up(x, training=training)
+        return tf.tanh(tf.cast(self.to_rgb(x, training=training), "float32"))

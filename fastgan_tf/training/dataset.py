@@ -1,0 +1,45 @@
+"""From the user's `--dataset` string to a uint8 image array: demo, named set, zip or folder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fastgan_tf import paths
+from fastgan_tf.config import TrainConfig
+from fastgan_tf.data import fingerprint, load_images
+from fastgan_tf.data.demo import DEMO_DEFAULTS, make_demo_images
+
+DEMO = "demo"
+
+# Settings a dataset brings with it; YAML and CLI flags still win (see config.resolve).
+PRESETS = {DEMO: DEMO_DEFAULTS}
+
+
+@dataclass
+class TrainingImages:
+    """The decoded training set and what the run needs to know about it."""
+
+    images: np.ndarray  # uint8 (N, R, R, 3)
+    name: str  # short name used for the default run folder
+    fingerprint: str  # changes when the files or the decoding settings change
+    summary: dict = field(default_factory=dict)  # JSON-friendly: counts and what was skipped
+
+
+def load_training_images(cfg: TrainConfig, progress: bool = True) -> TrainingImages:
+    """Resolve and decode `cfg.dataset` once (decoded images are cached on disk)."""
+    if cfg.dataset == DEMO:
+        images = make_demo_images(resolution=cfg.resolution, seed=0)
+        summary = {"root": DEMO, "images": len(images), "skipped": 0, "skipped_examples": []}
+        return TrainingImages(images, DEMO, f"demo-{cfg.resolution}-{len(images)}", summary)
+
+    from fastgan_tf.data.resolve import resolve_dataset
+
+    data_dir = Path(cfg.data_dir) if cfg.data_dir else None
+    resolved = resolve_dataset(cfg.dataset, data_dir=data_dir, progress=progress)
+    image_set = load_images(resolved.root, cfg.resolution, cache_dir=paths.cache_dir() / "decoded",
+                            progress=progress)
+    key = fingerprint(image_set.files, cfg.resolution)
+    return TrainingImages(np.asarray(image_set.images), resolved.name, key, image_set.summary())
