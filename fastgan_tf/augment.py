@@ -20,7 +20,7 @@ CUTOUT_RATIO = 0.5
 
 
 def parse_policy(policy):
-    """'color,translation' -> ('color', 'translation'); '' or None -> (). Unknown names: ValueError."""
+    """'color,translation' -> ('color', 'translation'); '' or None -> (); unknown -> ValueError."""
     names = tuple(p.strip() for p in (policy or "").split(",") if p.strip())
     unknown = [p for p in names if p not in POLICIES]
     if unknown:

@@ -4,10 +4,13 @@ Features of a frozen VGG16 at five taps (relu1_2, relu2_2, relu3_3, relu4_3, rel
 unit-normalised over channels, their squared difference is weighted per channel by LPIPS's learned
 non-negative 1x1 "lin" weights, averaged over space and summed over the taps: one value per sample.
 
-Backbone caveat: this uses `keras.applications.VGG16`, whose ImageNet weights are the Caffe-converted
-VGG16 with Caffe preprocessing (0..255, BGR, mean subtraction), not torchvision's VGG16 that LPIPS's
-lin weights were trained on. Values are therefore close to, but not identical with, the `lpips`
-package. The project accepts this to stay TF-only; the metric is only used as a training loss.
+Backbone caveat: this uses `keras.applications.VGG16`, whose ImageNet weights are the
+Caffe-converted VGG16 (inputs 0..255, BGR, ImageNet means removed), not the torchvision VGG16 that
+LPIPS's lin weights were trained on (and that the reference uses). The same architecture, taps and
+lin weights give a distance of the same kind, close to but not identical with the `lpips` package's
+values (the gap has not been measured: the ImageNet weights can't be downloaded on the build
+machine). The project accepts this to stay TF-only; here LPIPS is a training loss, not a metric
+to compare with papers.
 
 The lin weights (fastgan_tf/assets/lpips_vgg_v0.1.npz, BSD-2, see LPIPS_LICENSE.txt) come from the
 PyPI `lpips` package (tools/convert_lpips_weights.py). The VGG16 weights are not shipped: Keras
@@ -45,7 +48,7 @@ PROBE_TIMEOUT_S = 5.0
 
 
 def keras_cache_dir():
-    """Keras's download cache folder: $KERAS_HOME/models, else ~/.keras/models (read at call time)."""
+    """Keras's download cache: $KERAS_HOME/models, else ~/.keras/models (env read at call time)."""
     home = os.environ.get("KERAS_HOME")
     if home:
         base = Path(home).expanduser()
@@ -91,7 +94,8 @@ def _probe(url, timeout):
 
     def run():
         try:
-            with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout):
+            request = urllib.request.Request(url, method="HEAD")
+            with urllib.request.urlopen(request, timeout=timeout):
                 result[0] = None
         except Exception as e:  # noqa: BLE001 - any failure means "don't try"
             result[0] = str(getattr(e, "reason", None) or e)
@@ -195,7 +199,7 @@ def build_vgg16_features(weights_path=None):
             ) from None
     vgg.trainable = False
     taps = [vgg.get_layer(name).output for name in TAPS]  # Keras convs include their ReLU
-    features = keras.Model(vgg.inputs, taps, name="lpips_vgg16_features")
+    features = keras.Model(vgg.input, taps, name="lpips_vgg16_features")
     features.trainable = False
     return features
 

@@ -23,3 +23,24 @@ def _float32_policy():
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+def write_images(folder, count=16, size=64, seed=0):
+    """Write `count` small RGB PNGs (smooth colour blobs) into `folder`; return the folder."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    gen = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    for i in range(count):
+        cy, cx, r = gen.uniform(0.3, 0.7), gen.uniform(0.3, 0.7), gen.uniform(0.15, 0.3)
+        disc = ((yy - cy) ** 2 + (xx - cx) ** 2 < r * r)[..., None]
+        colour = gen.uniform(0, 255, 3)
+        img = np.where(disc, colour, 240.0).astype(np.uint8)
+        Image.fromarray(img).save(folder / f"img_{i:03d}.png")
+    return folder
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    return write_images(tmp_path / "images")

@@ -6,6 +6,10 @@ How fastgan_tf/assets/lpips_vgg_v0.1.npz was made (no torch needed):
     python tools/convert_lpips_weights.py /tmp/lpips/lpips-0.1.4-py3-none-any.whl \
         fastgan_tf/assets/lpips_vgg_v0.1.npz
 
+Made from lpips-0.1.4-py3-none-any.whl, sha256
+fd537af5828b69d2e6ffc0a397bd506dbc28ca183543617690844c08e102ec5e; its vgg.pth has sha256
+a78928a0af1e5f0fcb1f3b9e8f8c3a2a5a3de244d830ad5c1feddc79b8432868.
+
 The wheel is a zip; `lpips/weights/v0.1/vgg.pth` inside it is a state dict in torch's *legacy*
 (pre-1.6) serialisation: five pickles in a row (magic number, protocol version, system info, the
 state dict whose tensors reference storages by persistent id, the list of storage keys) followed by

@@ -26,7 +26,10 @@ def quiet_tensorflow() -> None:
 def run_cli(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int],
             argv: list[str] | None = None) -> int:
     """Parse `argv` and call `run`; user errors become one line, Ctrl-C becomes exit 130."""
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, or a bad command line already reported by `error`
+        return e.code if isinstance(e.code, int) else EXIT_USER_ERROR
     quiet_tensorflow()
     from fastgan_tf.errors import UserError
 

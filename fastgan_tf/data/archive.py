@@ -12,7 +12,9 @@ from __future__ import annotations
 import re
 import shutil
 import stat
+import sys
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable
 
@@ -46,10 +48,10 @@ def safe_member_path(name: str) -> PurePosixPath:
 
 
 def _kind(info: zipfile.ZipInfo) -> str:
-    mode = info.external_attr >> 16
-    if stat.S_ISLNK(mode):
+    file_type = stat.S_IFMT(info.external_attr >> 16)  # 0: no Unix type recorded (DOS, Python)
+    if file_type == stat.S_IFLNK:
         return "link"
-    if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+    if file_type not in (0, stat.S_IFREG, stat.S_IFDIR):
         return "special"
     return "dir" if info.is_dir() else "file"
 
@@ -107,15 +109,18 @@ def safe_extract_zip(archive: Path, target: Path, *, include: Callable[[str], bo
             if not dest.resolve().is_relative_to(root):  # belt and braces (links in target)
                 raise UnsafeArchiveError(f"path escapes the target folder: {info.filename!r}")
             dest.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src, open(dest, "wb") as out:
-                size = 0
-                for block in iter(lambda: src.read(1 << 20), b""):
-                    size += len(block)
-                    written += len(block)
-                    if size > info.file_size or written > max_total_bytes:
-                        raise UnsafeArchiveError(f"{info.filename!r} decompresses to more than "
-                                                 "its declared size")
-                    out.write(block)
+            try:
+                with zf.open(info) as src, open(dest, "wb") as out:
+                    size = 0
+                    for block in iter(lambda: src.read(1 << 20), b""):
+                        size += len(block)
+                        written += len(block)
+                        if size > info.file_size or written > max_total_bytes:
+                            raise UnsafeArchiveError(f"{info.filename!r} decompresses to more "
+                                                     "than its declared size")
+                        out.write(block)
+            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as err:
+                raise ArchiveError(f"corrupt archive member {info.filename!r} ({err})") from None
     return len(members)
 
 
@@ -194,15 +199,18 @@ def extract_parquet(files: Iterable[Path], target: Path, *,
     target.mkdir(parents=True, exist_ok=True)
     count = written = 0
     for path in files:
-        for data, original in _image_rows(Path(path)):
-            if not data:
-                continue
-            written += len(data)
-            if written > max_total_bytes or count >= max_files:
-                raise UnsafeArchiveError(f"{Path(path).name} holds more than the "
-                                         f"{max_total_bytes} bytes / {max_files} files allowed")
-            (target / output_name(count, data, original)).write_bytes(data)
-            count += 1
+        try:
+            for data, original in _image_rows(Path(path)):
+                if not data:
+                    continue
+                written += len(data)
+                if written > max_total_bytes or count >= max_files:
+                    raise UnsafeArchiveError(f"{Path(path).name} holds more than the "
+                                             f"{max_total_bytes} bytes / {max_files} files allowed")
+                (target / output_name(count, data, original)).write_bytes(data)
+                count += 1
+        except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid / ArrowIOError
+            raise ArchiveError(f"{Path(path).name}: unreadable parquet data ({err})") from None
     return count
 
 
@@ -226,4 +234,5 @@ def remove_tree(path: Path) -> None:
         func(p)
 
     if Path(path).exists():
-        shutil.rmtree(path, onerror=_retry)
+        handler = {"onexc": _retry} if sys.version_info >= (3, 12) else {"onerror": _retry}
+        shutil.rmtree(path, **handler)

@@ -143,11 +143,11 @@ def _variant(backbone):
 
 def compute_stats(image_batches, backbone, keep_features=False, max_keep=DEFAULT_MAX_KEEP,
                   progress=None):
-    """Stream batches of NHWC images (uint8 or float [-1, 1]) through the backbone into FeatureStats.
+    """Stream batches of NHWC images (uint8 or float [-1, 1]) through `backbone` into FeatureStats.
 
     progress: optional callable(num_images_done).
     """
-    stats = FeatureStats(keep_features=keep_features, max_keep=max_keep, backbone=_variant(backbone))
+    stats = FeatureStats(keep_features, max_keep, backbone=_variant(backbone))
     for images in image_batches:
         stats.update(backbone.features(images))
         if progress is not None:

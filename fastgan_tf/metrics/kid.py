@@ -18,7 +18,7 @@ def _unbiased_mmd2(x, y):
 
 
 def kernel_inception_distance(feats_a, feats_b, num_subsets=100, subset_size=1000, seed=0):
-    """(mean, std) of the unbiased MMD^2 over `num_subsets` random subsets drawn without replacement.
+    """(mean, std) of the unbiased MMD^2 over `num_subsets` random subsets (without replacement).
 
     subset_size is clipped to the smaller set; the draw is deterministic for `seed`. The std is the
     spread of the subset estimates (np.std, ddof=0), as reported by the KID paper.
@@ -26,7 +26,7 @@ def kernel_inception_distance(feats_a, feats_b, num_subsets=100, subset_size=100
     a = np.asarray(feats_a, np.float64)
     b = np.asarray(feats_b, np.float64)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
-        raise ValueError(f"expected (N, D) feature arrays with equal D, got {a.shape} and {b.shape}")
+        raise ValueError(f"expected (N, D) features with equal D, got {a.shape} and {b.shape}")
     m = min(subset_size, len(a), len(b))
     if m < 2:
         raise ValueError(f"KID needs at least 2 samples per set, got {len(a)} and {len(b)}")

@@ -23,7 +23,7 @@ Small path (the image at ``small_resolution`` = 128)::
 
 The output is one flat float32 vector: the B*25 big-path logits, then the B*25 small-path ones.
 A real batch is passed as one tensor; D takes the small view itself by nearest downsampling (torch
-semantics, see ``layers.downsample_nearest``). G's outputs are passed as the list [big, small].
+semantics, see ``imageops.nearest_resize``). G's outputs are passed as the list [big, small].
 
 Decoders (real batches only, when ``part`` is given): three ``SimpleDecoder``s reconstruct
 ``recon_resolution`` images (128) from the 8x8 big feature (``decoder_big``), the 8x8 small feature
@@ -42,7 +42,7 @@ down to 8x8 (128: down_64 ... down_8; 64: down_32 ... down_8). SLE gates exist o
 exist (128: se_128_16 and se_64_8; 64: se_64_8). ``small_resolution`` is resolution // 2 and the
 small path is conv4x4 s2 followed by DownBlocks until 8x8. Decoders stop upsampling at
 ``recon_resolution`` = min(128, resolution). Parameter counts at ndf=64 (with / without decoders):
-64: 11,285,920 / 8,533,536; 128: 11,490,016 / 8,383,392; 256: 11,526,160 / 8,386,672;
+64: 10,923,520 / 7,892,416; 128: 11,427,968 / 8,288,480; 256: 11,526,160 / 8,386,672;
 512: 11,526,496 / 8,387,008; 1024: 11,528,192 / 8,388,704.
 
 Checkpoint keys follow the attribute names above.
@@ -51,6 +51,7 @@ Checkpoint keys follow the attribute names above.
 import tensorflow as tf
 import keras
 
+from fastgan_tf.imageops import nearest_resize, quadrant
 from fastgan_tf.models import layers as L
 from fastgan_tf.models.generator import check_resolution, small_resolution_for
 
@@ -86,7 +87,7 @@ class Discriminator(keras.Model):
 
         big = {s: int(m * self.ndf) for s, m in BIG_MULT.items()}
         small = {s: int(m * self.ndf) for s, m in SMALL_MULT.items()}
-        if min(big[s] for s in big if s <= max(self.resolution // 2, 256)) < 1 or min(small.values()) < 1:
+        if big[512 if self.resolution == 1024 else min(self.resolution, 256)] < 1:
             raise ValueError(f"ndf={ndf} is too small for resolution {resolution}")
 
         # Big path: stem, then DownBlockComps from the stem's output size down to 8x8.
@@ -114,6 +115,12 @@ class Discriminator(keras.Model):
             self.decoder_small = L.SimpleDecoder(r, sync_bn=sync_bn, name="decoder_small")
             self.decoder_part = L.SimpleDecoder(r, sync_bn=sync_bn, name="decoder_part")
 
+    def build(self, input_shape=None):
+        # Sub-layers create their variables during the first (eager) call; this skips Keras's
+        # symbolic trace, which is slow and would mark the model built before every sub-layer is
+        # (D's decoders only run when ``part`` is given). Use build_for_restore() to build fully.
+        self.built = True
+
     # -- paths ------------------------------------------------------------------------------------
 
     def encode_big(self, big, training=False):
@@ -137,10 +144,7 @@ class Discriminator(keras.Model):
     @staticmethod
     def crop_part(feat, part):
         """Quadrant ``part`` (0 TL, 1 TR, 2 BL, 3 BR) of a 16x16 feature, without retracing per part."""
-        part = tf.cast(part, "int32")
-        half = feat.shape[1] // 2
-        begin = tf.stack([0, (part // 2) * half, (part % 2) * half, 0])
-        return tf.slice(feat, begin, [-1, half, half, -1])
+        return quadrant(feat, tf.cast(part, "int32"))
 
     def call(self, inputs, part=None, training=True):
         if isinstance(inputs, (list, tuple)):
@@ -151,7 +155,7 @@ class Discriminator(keras.Model):
             big = inputs
             if big.shape[1] is not None and big.shape[1] != self.resolution:
                 raise ValueError(f"expected images of {self.resolution}px, got {big.shape[1]}px")
-            small = L.downsample_nearest(big, self.small_resolution)
+            small = nearest_resize(big, self.small_resolution)
 
         feats = self.encode_big(big, training=training)
         feat_small = self.encode_small(small, training=training)

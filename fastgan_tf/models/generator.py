@@ -29,7 +29,7 @@ Truncation for 64 and 128 (not in the reference, which supports 256/512/1024 onl
 table is cut at the output resolution; an SLE gate exists only if its target stage does (64 has
 se_64, 128 has se_64 and se_128); ``small_resolution`` is resolution // 2, so ``to_small`` sits on
 feat_32 (at 64) or on the gated feat_64 (at 128). Parameter counts at ngf=64, nz=256:
-64: 28,948,582; 128: 29,107,302; 256: 29,127,846; 512: 29,174,392; 1024: 29,176,512.
+64: 28,211,460; 128: 28,959,814; 256: 29,127,846; 512: 29,174,392; 1024: 29,176,512.
 
 Checkpoint keys follow the attribute names: ``init``, ``feat_<r>``, ``se_<r>``, ``to_big``,
 ``to_small``.
@@ -110,6 +110,12 @@ class Generator(keras.Model):
             setattr(self, f"se_{r}", L.SLE(nfc[r], name=f"se_{r}"))
         self.to_big = L.SNConv2D(3, 3, padding=1, name="to_big")
         self.to_small = L.SNConv2D(3, 1, name="to_small")
+
+    def build(self, input_shape=None):
+        # Sub-layers create their variables during the first (eager) call; this skips Keras's
+        # symbolic trace, which is slow and would mark the model built before every sub-layer is
+        # (D's decoders only run when ``part`` is given). Use build_for_restore() to build fully.
+        self.built = True
 
     def call(self, z, training=True, noise_seed=None):
         x = self.init(tf.reshape(z, (-1, self.nz)), training=training)

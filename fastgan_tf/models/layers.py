@@ -55,24 +55,9 @@ def upsample_nearest2x(x):
     return tf.image.resize(x, (2 * h, 2 * w), method="nearest")
 
 
-def downsample_nearest(x, size):
-    """Nearest downsampling to ``size`` exactly as torch's ``F.interpolate(mode="nearest")``.
-
-    Torch picks source pixel ``floor(i * factor)``, i.e. the top-left pixel of every block, whereas
-    ``tf.image.resize(method="nearest")`` picks a pixel near the block centre. For the integer factors
-    used here this is a strided slice. Also used for the reconstruction targets of D's decoders.
-    """
-    h = x.shape[1]
-    if h == size:
-        return x
-    if h is None or h % size:
-        raise ValueError(f"downsample_nearest needs a static size divisible by {size}, got {h}")
-    f = h // size
-    return x[:, ::f, ::f, :]
-
-
 def adaptive_avg_pool(x, size):
     """torch's AdaptiveAvgPool2d(size) for inputs whose side is a multiple of ``size``."""
+    x = tf.convert_to_tensor(x)
     h, w, c = x.shape[1], x.shape[2], x.shape[3]
     if h == size and w == size:
         return x
@@ -321,7 +306,18 @@ class NoiseInjection(keras.layers.Layer):
 # ---------------------------------------------------------------------------------------------
 
 
-class SLE(keras.layers.Layer):
+class Block(keras.layers.Layer):
+    """A layer made only of sub-layers: they create their variables on the first eager call.
+
+    Skipping Keras's default build (a symbolic trace of ``call``) roughly halves model build time.
+    """
+
+    def build(self, input_shape=None):
+        self.built = True
+
+
+
+class SLE(Block):
     """Skip-layer excitation (the reference's ``SEBlock``): a low-res feature gates a high-res one.
 
     gate = sigmoid(conv1x1(swish(conv4x4_valid(adaptive_avg_pool(small, 4)))))  -> (B, 1, 1, C_big)
@@ -340,7 +336,7 @@ class SLE(keras.layers.Layer):
         return big * tf.cast(g, big.dtype)
 
 
-class UpBlock(keras.layers.Layer):
+class UpBlock(Block):
     """Simple up block: nearest x2 -> conv3x3 (-> 2*out) -> BN -> GLU. Also the decoders' ``up``."""
 
     def __init__(self, channels, sync_bn=False, **kwargs):
@@ -353,7 +349,7 @@ class UpBlock(keras.layers.Layer):
         return glu(self.bn(x, training=training))
 
 
-class UpBlockComp(keras.layers.Layer):
+class UpBlockComp(Block):
     """Up block with two convs and noise:
     nearest x2 -> conv3x3 -> noise -> BN -> GLU -> conv3x3 -> noise -> BN -> GLU.
 
@@ -382,7 +378,7 @@ class UpBlockComp(keras.layers.Layer):
 # ---------------------------------------------------------------------------------------------
 
 
-class DownBlock(keras.layers.Layer):
+class DownBlock(Block):
     """conv4x4 stride 2 (pad 1) -> BN -> LeakyReLU."""
 
     def __init__(self, channels, sync_bn=False, **kwargs):
@@ -394,7 +390,7 @@ class DownBlock(keras.layers.Layer):
         return lrelu(self.bn(self.conv(x, training=training), training=training))
 
 
-class DownBlockComp(keras.layers.Layer):
+class DownBlockComp(Block):
     """Residual down block, the mean of two branches:
 
     main:   conv4x4 s2 -> BN -> LReLU -> conv3x3 s1 -> BN -> LReLU
@@ -418,7 +414,7 @@ class DownBlockComp(keras.layers.Layer):
         return (main + direct) / 2
 
 
-class DownFromBig(keras.layers.Layer):
+class DownFromBig(Block):
     """D's stem on the full-resolution image; ends at 256x256 for resolutions >= 256.
 
     * 1024: conv4x4 s2 (-> widths[512]) -> LReLU -> conv4x4 s2 (-> widths[256]) -> BN -> LReLU
@@ -448,7 +444,7 @@ class DownFromBig(keras.layers.Layer):
         return x
 
 
-class BigLogitHead(keras.layers.Layer):
+class BigLogitHead(Block):
     """``rf_big``: conv1x1 (-> hidden) -> BN -> LReLU -> conv4x4 valid (-> 1): 8x8 -> 5x5 logits."""
 
     def __init__(self, hidden, sync_bn=False, **kwargs):
@@ -465,7 +461,7 @@ class BigLogitHead(keras.layers.Layer):
 DECODER_WIDTHS = {16: 128, 32: 64, 64: 64, 128: 32}  # the reference's base-32 table, fixed
 
 
-class SimpleDecoder(keras.layers.Layer):
+class SimpleDecoder(Block):
     """D's reconstruction decoder: 8x8 feature -> image at ``out_resolution`` in [-1, 1].
 
     adaptive avg pool 8x8 (identity on the 8x8 features D feeds it) -> UpBlock per x2 step with the
@@ -476,9 +472,16 @@ class SimpleDecoder(keras.layers.Layer):
     def __init__(self, out_resolution=128, sync_bn=False, **kwargs):
         super().__init__(**kwargs)
         self.out_resolution = out_resolution
-        sizes = [s for s in (16, 32, 64, 128) if s <= out_resolution]
-        self.ups = [UpBlock(DECODER_WIDTHS[s], sync_bn=sync_bn, name=f"up_{s}") for s in sizes]
+        self.sizes = [s for s in (16, 32, 64, 128) if s <= out_resolution]
+        # One attribute per block, not a list: tf.train.Checkpoint does not see layers held in a
+        # Keras-tracked Python list (they would silently be left out of checkpoints).
+        for s in self.sizes:
+            setattr(self, f"up_{s}", UpBlock(DECODER_WIDTHS[s], sync_bn=sync_bn, name=f"up_{s}"))
         self.to_rgb = SNConv2D(3, 3, padding=1, name="to_rgb")
+
+    @property
+    def ups(self):
+        return [getattr(self, f"up_{s}") for s in self.sizes]
 
     def call(self, x, training=False):
         x = adaptive_avg_pool(x, 8)

@@ -87,20 +87,21 @@ def dry_run_report(cfg: TrainConfig, data: TrainingImages, run_dir: Path) -> int
 
 
 def _check_recon_weights(cfg: TrainConfig) -> None:
-    """Fail before any training when LPIPS needs VGG16 weights that are not on this machine."""
+    """Fail before any training when LPIPS needs VGG16 weights that cannot be had.
+
+    Downloads them into the Keras cache when online; offline, the one-line error names the file,
+    where to put it, and `--recon-loss l1`.
+    """
     if cfg.recon_loss != "lpips":
         return
-    from fastgan_tf.lpips import vgg16_weights_available, vgg16_weights_path
-
     if cfg.vgg_weights:
         if not Path(cfg.vgg_weights).is_file():
             raise UserError(f"--vgg-weights {cfg.vgg_weights}: no such file; pass the path of "
                             "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5 or use --recon-loss l1")
-    elif not vgg16_weights_available():
-        raise UserError(
-            f"LPIPS needs the Keras VGG16 weights {vgg16_weights_path()}, which are not on this "
-            "machine; run once online to download them, copy the file there, or train with "
-            "--recon-loss l1")
+        return
+    from fastgan_tf.lpips import fetch_vgg16_weights
+
+    fetch_vgg16_weights()
 
 
 def _move_aside(run_dir: Path) -> Path:

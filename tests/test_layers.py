@@ -1,0 +1,415 @@
+"""Building blocks against hand-computed numpy references (PyTorch semantics)."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import keras
+
+from fastgan_tf.models import layers as L
+
+# ------------------------------------------------------------------------------------------------
+# numpy references
+# ------------------------------------------------------------------------------------------------
+
+
+def np_normalize(x):
+    return x / max(np.linalg.norm(x), 1e-12)
+
+
+def torch_view(kernel):
+    """Conv2d kernel (kh, kw, in, out) -> torch's SN matrix (out, in*kh*kw)."""
+    return np.transpose(kernel, (3, 2, 0, 1)).reshape(kernel.shape[-1], -1)
+
+
+def np_power_step(w, u):
+    """One torch power iteration: returns (u_new, v, sigma)."""
+    v = np_normalize(w.T @ u)
+    u = np_normalize(w @ v)
+    return u, v, float(u @ w @ v)
+
+
+def np_conv(x, k, stride=1, pad=0):
+    """Cross-correlation of NHWC x with (kh, kw, in, out) k after explicit zero padding."""
+    x = np.pad(x, [(0, 0), (pad, pad), (pad, pad), (0, 0)])
+    kh, kw = k.shape[:2]
+    win = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(1, 2))  # B,H',W',C,kh,kw
+    win = win[:, ::stride, ::stride]
+    return np.einsum("bhwcij,ijco->bhwo", win, k)
+
+
+def np_bn(x, gamma, beta, eps=1e-5):
+    mean, var = x.mean(axis=(0, 1, 2)), x.var(axis=(0, 1, 2))
+    return (x - mean) / np.sqrt(var + eps) * gamma + beta
+
+
+def np_sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+def np_glu(x):
+    c = x.shape[-1] // 2
+    return x[..., :c] * np_sigmoid(x[..., c:])
+
+
+def np_lrelu(x):
+    return np.where(x > 0, x, 0.2 * x)
+
+
+def np_sn_kernel(layer):
+    """W / sigma for an SN conv layer after one power step from its stored u (no state change)."""
+    k = layer.kernel.numpy().astype(np.float64)
+    _, _, sigma = np_power_step(torch_view(k), layer.u.numpy().astype(np.float64))
+    return k / sigma
+
+
+def kernel_with_singular_values(shape, s, rng):
+    """A conv kernel whose torch matrix view has singular values s (fast power-iteration tests)."""
+    kh, kw, cin, cout = shape
+    a, _ = np.linalg.qr(rng.normal(size=(cout, cout)))
+    b, _ = np.linalg.qr(rng.normal(size=(cin * kh * kw, cout)))
+    w = a @ np.diag(s) @ b.T  # (out, in*kh*kw)
+    return np.transpose(w.reshape(cout, cin, kh, kw), (2, 3, 1, 0)).astype(np.float32)
+
+
+def built_conv(filters, k, cin, strides=1, padding=0):
+    layer = L.SNConv2D(filters, k, strides=strides, padding=padding)
+    layer.build((None, None, None, cin))
+    return layer
+
+
+# ------------------------------------------------------------------------------------------------
+# SNConv2D
+# ------------------------------------------------------------------------------------------------
+
+
+def test_snconv_weights_are_float32_raw_kernel_and_unit_u():
+    layer = built_conv(64, 3, 64)
+    assert layer.kernel.trainable and layer.kernel.dtype == "float32"
+    assert not layer.u.trainable and layer.u.dtype == "float32" and layer.u.shape == (64,)
+    assert np.linalg.norm(layer.u.numpy()) == pytest.approx(1.0, abs=1e-6)
+    k = layer.kernel.numpy()
+    assert abs(k.mean()) < 2e-3 and k.std() == pytest.approx(0.02, rel=0.05)
+    assert [w.name for w in layer.trainable_weights] == ["kernel"]  # no bias
+
+
+def test_snconv_sigma_converges_to_largest_singular_value(rng):
+    layer = built_conv(4, 3, 3)
+    layer.kernel.assign(kernel_with_singular_values((3, 3, 3, 4), [3.0, 1.5, 0.5, 0.1], rng))
+    for _ in range(30):
+        wn = layer.normalized_kernel(training=True).numpy()
+    k = layer.kernel.numpy()
+    sigma = np.linalg.svd(torch_view(k.astype(np.float64)), compute_uv=False)[0]
+    assert sigma == pytest.approx(3.0, rel=1e-5)
+    np.testing.assert_allclose(k / wn, sigma, rtol=1e-5)
+    assert np.linalg.svd(torch_view(wn), compute_uv=False)[0] == pytest.approx(1.0, rel=1e-5)
+
+
+def test_snconv_one_call_is_one_power_iteration_and_output_matches(rng):
+    layer = built_conv(5, 3, 2, padding=1)
+    x = rng.normal(size=(2, 6, 6, 2)).astype(np.float32)
+    k = layer.kernel.numpy().astype(np.float64)
+    u0 = layer.u.numpy().astype(np.float64)
+    u1, _, sigma = np_power_step(torch_view(k), u0)
+    y = layer(x, training=True).numpy()
+    np.testing.assert_allclose(layer.u.numpy(), u1, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(y, np_conv(x, k / sigma, pad=1), rtol=1e-4, atol=1e-5)
+    u2, _, sigma2 = np_power_step(torch_view(k), u1)
+    layer(x, training=True)
+    np.testing.assert_allclose(layer.u.numpy(), u2, rtol=1e-5, atol=1e-6)
+
+
+def test_snconv_does_not_update_u_when_not_training(rng):
+    layer = built_conv(4, 3, 3, padding=1)
+    x = rng.normal(size=(1, 5, 5, 3)).astype(np.float32)
+    u0 = layer.u.numpy().copy()
+    y = layer(x, training=False).numpy()
+    np.testing.assert_array_equal(layer.u.numpy(), u0)
+    # the call still normalises with one power step from the stored u
+    np.testing.assert_allclose(y, np_conv(x, np_sn_kernel(layer), pad=1), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "k,stride,pad,size",
+    [(4, 2, 1, 8), (4, 2, 1, 7), (3, 1, 1, 6), (3, 1, 1, 5), (1, 1, 0, 4), (4, 1, 0, 8), (4, 1, 0, 4)],
+)
+def test_snconv_padding_matches_explicit_zero_pad(rng, k, stride, pad, size):
+    layer = built_conv(3, k, 2, strides=stride, padding=pad)
+    x = rng.normal(size=(2, size, size, 2)).astype(np.float32)
+    ref = np_conv(x, np_sn_kernel(layer), stride=stride, pad=pad)
+    y = layer(x, training=False).numpy()
+    assert y.shape == ref.shape
+    assert y.shape[1:3] == layer.compute_output_shape(x.shape)[1:3]
+    np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_snconv_gradient_flows_through_sigma(rng):
+    """d/dK of sum(R * conv(x, K / (u^T W(K) v))) with u, v constants, by finite differences."""
+    layer = built_conv(3, 3, 2, padding=1)
+    x = rng.normal(size=(1, 4, 4, 2))
+    r = rng.normal(size=(1, 4, 4, 3))
+    k = layer.kernel.numpy().astype(np.float64)
+    u, v, _ = np_power_step(torch_view(k), layer.u.numpy().astype(np.float64))
+
+    def loss(kk):
+        sigma = u @ torch_view(kk) @ v
+        return float(np.sum(r * np_conv(x, kk / sigma, pad=1)))
+
+    with tf.GradientTape() as tape:
+        y = layer(x.astype(np.float32), training=False)
+        total = tf.reduce_sum(tf.constant(r, tf.float32) * y)
+    grad = tape.gradient(total, layer.kernel).numpy()
+    fd = np.zeros_like(k)
+    eps = 1e-6
+    for idx in np.ndindex(k.shape):
+        kp, km = k.copy(), k.copy()
+        kp[idx] += eps
+        km[idx] -= eps
+        fd[idx] = (loss(kp) - loss(km)) / (2 * eps)
+    np.testing.assert_allclose(grad, fd, rtol=2e-3, atol=2e-3 * np.abs(fd).max())
+    # and it is not the gradient with sigma held constant
+    sigma = u @ torch_view(k) @ v
+    const = np.zeros_like(k)
+    for idx in np.ndindex(k.shape):
+        e = np.zeros_like(k)
+        e[idx] = 1.0
+        const[idx] = np.sum(r * np_conv(x, e / sigma, pad=1))
+    assert np.abs(const - fd).max() > 0.05 * np.abs(fd).max()
+
+
+def test_snconv_keeps_float32_kernel_under_mixed_precision(rng):
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    layer = L.SNConv2D(4, 3, padding=1)
+    y = layer(rng.normal(size=(1, 4, 4, 2)).astype(np.float32), training=True)
+    assert y.dtype == tf.float16
+    assert layer.kernel.dtype == "float32" and layer.u.dtype == "float32"
+    k = layer.kernel.numpy()
+    assert np.any(k.astype(np.float16).astype(np.float32) != k)  # not quantised to fp16
+
+
+# ------------------------------------------------------------------------------------------------
+# G's init layer: ConvTranspose2d(nz, C, 4) on a 1x1 map
+# ------------------------------------------------------------------------------------------------
+
+
+def test_latent_conv_transpose_is_a_conv_transpose_with_torch_sn_view(rng):
+    nz, c = 6, 5
+    layer = L.SNLatentConvTranspose(c, size=4)
+    z = rng.normal(size=(3, nz)).astype(np.float32)
+    layer(z, training=False)
+    assert layer.kernel.shape == (nz, 4, 4, c)
+    assert sum(int(np.prod(w.shape)) for w in layer.trainable_weights) == nz * 16 * c
+    k = layer.kernel.numpy().astype(np.float64)
+    w_rows_out = np.transpose(k, (3, 0, 1, 2)).reshape(c, -1)       # torch dim=1: out channels
+    w_rows_in = k.reshape(nz, -1)                                   # dim=0 view (not used)
+    u1, _, sigma = np_power_step(w_rows_out, layer.u.numpy().astype(np.float64))
+    y = layer(z, training=True).numpy()
+    np.testing.assert_allclose(layer.u.numpy(), u1, rtol=1e-5, atol=1e-6)
+    # equal to a real transposed convolution of the 1x1 map with W / sigma
+    filt = np.transpose(k / sigma, (1, 2, 3, 0)).astype(np.float32)  # (kh, kw, out, in)
+    ref = tf.nn.conv2d_transpose(z.reshape(3, 1, 1, nz), filt, (3, 4, 4, c), 1, "VALID").numpy()
+    np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-6)
+    # after enough power iterations sigma is the top singular value of the dim=1 view
+    for _ in range(300):
+        wn = layer.normalized_kernel(training=True).numpy()
+    s_out = np.linalg.svd(w_rows_out, compute_uv=False)[0]
+    s_in = np.linalg.svd(w_rows_in, compute_uv=False)[0]
+    np.testing.assert_allclose(k / wn, s_out, rtol=1e-4)
+    assert abs(s_in - s_out) > 1e-3 * s_out  # the two views really differ
+
+
+# ------------------------------------------------------------------------------------------------
+# Stateless helpers
+# ------------------------------------------------------------------------------------------------
+
+
+def test_glu_swish_lrelu(rng):
+    x = rng.normal(size=(2, 3, 3, 6)).astype(np.float32)
+    np.testing.assert_allclose(L.glu(x).numpy(), np_glu(x), rtol=1e-6)
+    np.testing.assert_allclose(L.swish(x).numpy(), x * np_sigmoid(x), rtol=1e-6)
+    np.testing.assert_allclose(L.lrelu(x).numpy(), np_lrelu(x), rtol=1e-6)
+
+
+def test_resampling_helpers_match_torch(rng):
+    x = rng.normal(size=(2, 8, 8, 3)).astype(np.float32)
+    up = np.repeat(np.repeat(x, 2, axis=1), 2, axis=2)
+    np.testing.assert_array_equal(L.upsample_nearest2x(x).numpy(), up)
+    pooled = x.reshape(2, 4, 2, 4, 2, 3).mean(axis=(2, 4))
+    np.testing.assert_allclose(L.adaptive_avg_pool(x, 4).numpy(), pooled, rtol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------
+# BatchNorm
+# ------------------------------------------------------------------------------------------------
+
+
+def test_batchnorm_initialisation():
+    bn = L.BatchNorm()
+    bn.build((None, 4, 4, 2000))
+    assert bn.momentum == 0.9 and bn.epsilon == 1e-5
+    g = bn.gamma.numpy()
+    assert g.mean() == pytest.approx(1.0, abs=3e-3) and g.std() == pytest.approx(0.02, rel=0.1)
+    np.testing.assert_array_equal(bn.beta.numpy(), 0.0)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batchnorm_always_uses_batch_statistics(rng, training):
+    bn = L.BatchNorm()
+    x = (3 + 2 * rng.normal(size=(4, 3, 3, 5))).astype(np.float32)
+    bn.build(x.shape)
+    bn.gamma.assign(rng.normal(1, 0.3, size=5).astype(np.float32))
+    bn.beta.assign(rng.normal(0, 0.3, size=5).astype(np.float32))
+    y = bn(x, training=training).numpy()
+    np.testing.assert_allclose(y, np_bn(x, bn.gamma.numpy(), bn.beta.numpy()), rtol=1e-4, atol=1e-5)
+    mean, var = x.mean(axis=(0, 1, 2)), x.var(axis=(0, 1, 2))
+    if training:  # moving averages updated with Keras momentum 0.9 (= torch 0.1)
+        np.testing.assert_allclose(bn.moving_mean.numpy(), 0.1 * mean, rtol=1e-5)
+        np.testing.assert_allclose(bn.moving_variance.numpy(), 0.9 + 0.1 * var, rtol=1e-5)
+    else:
+        np.testing.assert_array_equal(bn.moving_mean.numpy(), 0.0)
+        np.testing.assert_array_equal(bn.moving_variance.numpy(), 1.0)
+
+
+def test_batchnorm_float16_input_computes_in_float32(rng):
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    bn = L.BatchNorm()
+    x = (300 + 50 * rng.normal(size=(4, 8, 8, 3))).astype(np.float16)
+    y = bn(x, training=True)
+    assert y.dtype == tf.float16 and bn.gamma.dtype == "float32"
+    ref = np_bn(x.astype(np.float32), bn.gamma.numpy(), bn.beta.numpy())
+    np.testing.assert_allclose(y.numpy().astype(np.float32), ref, atol=2e-2)
+
+
+# ------------------------------------------------------------------------------------------------
+# NoiseInjection
+# ------------------------------------------------------------------------------------------------
+
+
+def test_noise_zero_weight_is_identity(rng):
+    layer = L.NoiseInjection(index=0, seed=5)
+    x = rng.normal(size=(2, 4, 4, 3)).astype(np.float32)
+    for kw in ({"training": True}, {"training": False}, {"noise_seed": tf.constant([1, 2])}):
+        np.testing.assert_array_equal(layer(x, **kw).numpy(), x)
+    assert layer.weight.trainable and layer.weight.numpy() == 0.0
+
+
+def test_noise_is_deterministic_from_seed_state_and_advances_only_in_training(rng):
+    layer = L.NoiseInjection(index=3, seed=77)
+    x = rng.normal(size=(2, 4, 5, 3)).astype(np.float32)
+    layer.build(x.shape)
+    layer.weight.assign(0.7)
+    assert not layer.seed_state.trainable and layer.seed_state.dtype == "int64"
+    np.testing.assert_array_equal(layer.seed_state.numpy(), [77, 0])
+
+    def expected(seed):
+        n = tf.random.stateless_normal((2, 4, 5, 1), seed=tf.constant(seed, tf.int64)).numpy()
+        return x + 0.7 * n
+
+    np.testing.assert_allclose(layer(x, training=False).numpy(), expected([77, 0]), rtol=1e-6)
+    np.testing.assert_array_equal(layer.seed_state.numpy(), [77, 0])
+    np.testing.assert_allclose(layer(x, training=True).numpy(), expected([77, 0]), rtol=1e-6)
+    np.testing.assert_array_equal(layer.seed_state.numpy(), [77, 1])
+    np.testing.assert_allclose(layer(x, training=True).numpy(), expected([77, 1]), rtol=1e-6)
+    np.testing.assert_array_equal(layer.seed_state.numpy(), [77, 2])
+    # the noise is one map per sample, broadcast over channels
+    d = layer(x, training=False).numpy() - x
+    np.testing.assert_allclose(d[..., 0], d[..., 2], atol=1e-6)
+
+
+def test_noise_seed_path_is_pure_and_depends_on_index(rng):
+    a, b = L.NoiseInjection(index=0, seed=1), L.NoiseInjection(index=1, seed=1)
+    x = rng.normal(size=(2, 4, 4, 2)).astype(np.float32)
+    for layer in (a, b):
+        layer.build(x.shape)
+        layer.weight.assign(1.0)
+    s = tf.constant([10, 20], tf.int32)
+    ya = a(x, training=True, noise_seed=s).numpy()
+    np.testing.assert_array_equal(a.seed_state.numpy(), [1, 0])  # no state change, even training
+    np.testing.assert_array_equal(a(x, training=True, noise_seed=s).numpy(), ya)
+    seed = tf.random.experimental.stateless_fold_in(tf.constant([10, 20], tf.int64), 0)
+    np.testing.assert_allclose(ya - x, tf.random.stateless_normal((2, 4, 4, 1), seed=seed).numpy()
+                               * np.ones((1, 1, 1, 2)), rtol=1e-6, atol=1e-7)
+    assert not np.allclose(b(x, noise_seed=s).numpy(), ya)  # other layer index, other noise
+    assert not np.allclose(a(x, noise_seed=tf.constant([10, 21])).numpy(), ya)
+
+
+def test_noise_seed_state_round_trips_through_checkpoint(rng, tmp_path):
+    x = rng.normal(size=(1, 4, 4, 2)).astype(np.float32)
+    a = L.NoiseInjection(seed=3)
+    a(x, training=True)
+    a.weight.assign(0.5)
+    path = tf.train.Checkpoint(n=a).save(str(tmp_path / "ck"))
+    b = L.NoiseInjection(seed=99)
+    b(x, training=False)
+    tf.train.Checkpoint(n=b).restore(path).assert_consumed()
+    np.testing.assert_array_equal(b.seed_state.numpy(), [3, 1])
+    np.testing.assert_array_equal(b(x, training=True).numpy(), a(x, training=True).numpy())
+
+
+def test_derive_seed_is_stable_and_distinct():
+    seeds = [L.derive_seed(123, i) for i in range(16)]
+    assert len(set(seeds)) == 16 and seeds == [L.derive_seed(123, i) for i in range(16)]
+    assert all(0 <= s < 2**31 for s in seeds) and seeds[0] != L.derive_seed(124, 0)
+
+
+# ------------------------------------------------------------------------------------------------
+# Blocks
+# ------------------------------------------------------------------------------------------------
+
+
+def test_sle_matches_hand_computation(rng):
+    sle = L.SLE(3)
+    small = rng.normal(size=(2, 8, 8, 4)).astype(np.float32)
+    big = rng.normal(size=(2, 6, 6, 3)).astype(np.float32)
+    sle(small, big, training=False)
+    k1, k2 = np_sn_kernel(sle.conv_4x4), np_sn_kernel(sle.conv_1x1)
+    pooled = small.reshape(2, 4, 2, 4, 2, 4).mean(axis=(2, 4))       # AdaptiveAvgPool(4)
+    g = np.einsum("bijc,ijco->bo", pooled, k1)                       # conv4x4 valid -> 1x1
+    g = g * np_sigmoid(g)                                            # swish
+    g = np_sigmoid(g @ k2[0, 0])                                     # conv1x1, sigmoid
+    ref = big * g[:, None, None, :]
+    np.testing.assert_allclose(sle(small, big, training=False).numpy(), ref, rtol=1e-4, atol=1e-6)
+
+
+def test_upblock_and_upblockcomp_match_numpy(rng):
+    x = rng.normal(size=(2, 4, 4, 6)).astype(np.float32)
+    up = np.repeat(np.repeat(x, 2, axis=1), 2, axis=2)
+    block = L.UpBlock(5)
+    y = block(x, training=False).numpy()
+    ref = np_glu(np_bn(np_conv(up, np_sn_kernel(block.conv), pad=1), block.bn.gamma.numpy(), 0))
+    np.testing.assert_allclose(y, ref, rtol=1e-3, atol=1e-4)
+    assert y.shape == (2, 8, 8, 5)
+
+    comp = L.UpBlockComp(5, noise_index=0, seeds=(1, 2))
+    y = comp(x, training=False).numpy()  # noise weights are 0 at init
+    h = np_glu(np_bn(np_conv(up, np_sn_kernel(comp.conv1), pad=1), comp.bn1.gamma.numpy(), 0))
+    ref = np_glu(np_bn(np_conv(h, np_sn_kernel(comp.conv2), pad=1), comp.bn2.gamma.numpy(), 0))
+    np.testing.assert_allclose(y, ref, rtol=1e-3, atol=1e-4)
+    assert [v.name for v in comp.trainable_weights].count("weight") == 2
+
+
+def test_downblocks_match_numpy(rng):
+    x = rng.normal(size=(2, 8, 8, 3)).astype(np.float32)
+    block = L.DownBlock(4)
+    y = block(x, training=False).numpy()
+    ref = np_lrelu(np_bn(np_conv(x, np_sn_kernel(block.conv), 2, 1), block.bn.gamma.numpy(), 0))
+    np.testing.assert_allclose(y, ref, rtol=1e-3, atol=1e-4)
+
+    comp = L.DownBlockComp(4)
+    y = comp(x, training=False).numpy()
+    main = np_lrelu(np_bn(np_conv(x, np_sn_kernel(comp.conv1), 2, 1), comp.bn1.gamma.numpy(), 0))
+    main = np_lrelu(np_bn(np_conv(main, np_sn_kernel(comp.conv2), 1, 1), comp.bn2.gamma.numpy(), 0))
+    pooled = x.reshape(2, 4, 2, 4, 2, 3).mean(axis=(2, 4))
+    direct = np_lrelu(np_bn(np_conv(pooled, np_sn_kernel(comp.conv_direct)),
+                            comp.bn_direct.gamma.numpy(), 0))
+    np.testing.assert_allclose(y, (main + direct) / 2, rtol=1e-3, atol=1e-4)
+    assert y.shape == (2, 4, 4, 4)
+
+
+def test_simple_decoder_shapes_and_range(rng):
+    x = rng.normal(size=(2, 8, 8, 16)).astype(np.float32)
+    for res, n_ups in ((128, 4), (64, 3), (32, 2)):
+        dec = L.SimpleDecoder(res)
+        y = dec(x, training=False)
+        assert y.shape == (2, res, res, 3) and y.dtype == tf.float32 and len(dec.ups) == n_ups
+        assert np.abs(y.numpy()).max() <= 1.0
+    assert [u.conv.filters for u in L.SimpleDecoder(128).ups] == [256, 128, 128, 64]  # 2 * width

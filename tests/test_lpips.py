@@ -1,0 +1,231 @@
+"""LPIPS-VGG: lin weights, preprocessing, values against numpy, freezing, weight files, offline."""
+
+import hashlib
+import socket
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from fastgan_tf import lpips
+from fastgan_tf.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def metric():
+    keras.utils.set_random_seed(0)
+    return lpips.LPIPS(vgg_weights=None)  # random VGG: no download in tests
+
+
+def _pair(rng, b=2, size=32):
+    a = rng.uniform(-1, 1, (b, size, size, 3)).astype(np.float32)
+    return a, rng.uniform(-1, 1, (b, size, size, 3)).astype(np.float32)
+
+
+def test_lin_weights_file():
+    with np.load(lpips.LIN_WEIGHTS_PATH) as data:
+        assert sorted(data.files) == [f"lin{i}" for i in range(5)]
+        for i, c in enumerate((64, 128, 256, 512, 512)):
+            w = data[f"lin{i}"]
+            assert w.shape == (c,) and w.dtype == np.float32
+            assert (w >= 0).all() and w.max() > 0.1
+    assert (lpips.LIN_WEIGHTS_PATH.parent / "LPIPS_LICENSE.txt").is_file()
+
+
+def test_caffe_preprocess_matches_keras(rng):
+    x = rng.uniform(-1, 1, (2, 8, 8, 3)).astype(np.float32)
+    expected = keras.applications.vgg16.preprocess_input((x + 1) * 127.5)
+    np.testing.assert_allclose(lpips.caffe_preprocess(x).numpy(), expected, atol=1e-4)
+
+
+def test_taps_are_relu_outputs_of_the_right_layers(metric):
+    names = [t.name for t in metric.features.outputs]
+    assert len(names) == 5
+    for tap, out in zip(lpips.TAPS, metric.features.outputs):
+        layer = metric.features.get_layer(tap)
+        assert layer.activation is keras.activations.relu and out.shape[-1] == layer.filters
+    assert [o.shape[-1] for o in metric.features.outputs] == list(lpips.CHANNELS)
+
+
+def _lpips_numpy(metric, x, y):
+    """Direct numpy LPIPS from the tapped features (numpy preprocessing too)."""
+
+    def prep(v):
+        return ((v + 1) * 127.5)[..., ::-1] - np.array([103.939, 116.779, 123.68])
+
+    fx = metric.features(prep(x).astype(np.float32))
+    fy = metric.features(prep(y).astype(np.float32))
+    total = np.zeros(len(x))
+    with np.load(lpips.LIN_WEIGHTS_PATH) as data:
+        for i, (a, b) in enumerate(zip(fx, fy)):
+            a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+            a = a / (np.sqrt((a**2).sum(-1, keepdims=True)) + 1e-10)
+            b = b / (np.sqrt((b**2).sum(-1, keepdims=True)) + 1e-10)
+            total += ((a - b) ** 2 @ data[f"lin{i}"].astype(np.float64)).mean((1, 2))
+    return total
+
+
+def test_value_matches_numpy(metric, rng):
+    x, y = _pair(rng, b=3, size=48)
+    got = metric(x, y)
+    assert got.shape == (3,) and got.dtype == tf.float32
+    np.testing.assert_allclose(got.numpy(), _lpips_numpy(metric, x, y), rtol=1e-5, atol=1e-5)
+
+
+def test_zero_for_identical_symmetric_positive(metric, rng):
+    x, y = _pair(rng)
+    np.testing.assert_allclose(metric(x, x).numpy(), 0.0, atol=1e-7)
+    np.testing.assert_allclose(metric(x, y).numpy(), metric(y, x).numpy(), rtol=1e-5)
+    assert (metric(x, y).numpy() > 1e-4).all()
+    # closer images are closer in LPIPS too (same direction, smaller step)
+    near = metric(x, x + 0.05 * (y - x)).numpy()
+    assert (near < metric(x, y).numpy()).all()
+
+
+def test_gradients_reach_pred_not_vgg(metric, rng):
+    x, y = _pair(rng)
+    pred = tf.Variable(x)
+    with tf.GradientTape() as tape:
+        d = tf.reduce_sum(metric(pred, y))
+    assert [v.name for v in tape.watched_variables()] == [pred.name]  # VGG is not even watched
+    g = tape.gradient(d, pred)
+    assert np.isfinite(g.numpy()).all() and float(tf.reduce_max(tf.abs(g))) > 0
+    assert metric.trainable_variables == [] and len(metric.non_trainable_variables) == 26
+    assert all(not v.trainable for v in metric.features.weights)
+
+
+def test_no_nan_gradient_when_a_pixel_has_all_channels_zero():
+    f = tf.constant(np.zeros((1, 2, 2, 4), np.float32))
+    with tf.GradientTape() as tape:
+        tape.watch(f)
+        out = tf.reduce_sum(lpips.normalize_channels(f) * 3.0)
+    assert np.isfinite(tape.gradient(out, f).numpy()).all()
+    v = np.array([[[[3.0, 4.0]]]], np.float32)
+    np.testing.assert_allclose(lpips.normalize_channels(v).numpy(), v / (5 + 1e-10), rtol=1e-7)
+
+
+def test_float32_under_mixed_precision(rng):
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    m = lpips.LPIPS(vgg_weights=None)
+    assert keras.mixed_precision.global_policy().name == "mixed_float16"  # restored
+    x, y = _pair(rng)
+    out = m(tf.constant(x, tf.float16), tf.constant(y, tf.float16))
+    assert out.dtype == tf.float32
+    assert all(layer.compute_dtype == "float32" for layer in m.features.layers)
+
+
+def test_works_in_xla(metric, rng):
+    x, y = _pair(rng)
+    fn = tf.function(lambda a, b: metric(a, b), jit_compile=True)
+    np.testing.assert_allclose(fn(x, y).numpy(), metric(x, y).numpy(), rtol=1e-4)
+
+
+# --- VGG16 weight files ------------------------------------------------------------------------
+
+
+def _save_random_vgg(path):
+    """A random VGG16 (no top) saved in Keras's legacy .h5 layout, like the real file."""
+    keras.utils.set_random_seed(1)
+    vgg = keras.applications.VGG16(include_top=False, weights=None, input_shape=(None, None, 3))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    vgg.save(path)
+    return vgg
+
+
+def _no_network(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the network must not be used here")
+
+    monkeypatch.setattr(lpips, "_probe", refuse)
+    monkeypatch.setattr(keras.utils, "get_file", refuse)
+
+
+def test_weights_path_follows_keras_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
+    expected = (tmp_path / "kh" / "models" / lpips.VGG16_NOTOP_FILE).resolve()
+    assert lpips.vgg16_weights_path() == expected
+    assert not lpips.vgg16_weights_available()
+
+
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # keras h5 saver
+def test_loads_cached_imagenet_file_and_explicit_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    cached = tmp_path / "models" / lpips.VGG16_NOTOP_FILE
+    vgg = _save_random_vgg(cached)
+    _no_network(monkeypatch)
+    assert not lpips.vgg16_weights_available()  # wrong hash: not the real file
+    monkeypatch.setattr(lpips, "VGG16_NOTOP_MD5", hashlib.md5(cached.read_bytes()).hexdigest())
+    assert lpips.vgg16_weights_available()
+    for weights in ("imagenet", cached, str(cached)):
+        m = lpips.LPIPS(vgg_weights=weights)
+        for a, b in zip(m.features.weights, vgg.weights):
+            np.testing.assert_array_equal(a.value.numpy(), b.value.numpy())
+
+
+def test_bad_weight_paths_raise_user_error(tmp_path):
+    with pytest.raises(UserError, match="not found") as e:
+        lpips.LPIPS(vgg_weights=tmp_path / "nope.h5")
+    assert "--recon-loss l1" in str(e.value)
+    junk = tmp_path / "junk.h5"
+    junk.write_bytes(b"not an hdf5 file")
+    with pytest.raises(UserError, match="junk.h5") as e:
+        lpips.LPIPS(vgg_weights=junk)
+    assert "\n" not in str(e.value) and "--recon-loss l1" in str(e.value)
+
+
+def _assert_offline_message(err, keras_home):
+    msg = str(err)
+    assert "\n" not in msg
+    for part in (lpips.VGG16_NOTOP_FILE, str((keras_home / "models").resolve()),
+                 lpips.VGG16_NOTOP_URL, "--recon-loss l1", "path"):
+        assert part in msg, part
+
+
+def test_offline_download_failure_is_one_line_user_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setattr(lpips, "_probe", lambda url, timeout: None)  # pretend the host answers
+    calls = []
+
+    def offline_get_file(fname, origin, **kwargs):  # what Keras raises without network
+        calls.append((fname, origin, kwargs))
+        raise Exception(
+            f"URL fetch failure on {origin}: None -- [Errno -2] Name or service not known"
+        )
+
+    monkeypatch.setattr(keras.utils, "get_file", offline_get_file)
+    with pytest.raises(UserError) as e:
+        lpips.LPIPS()
+    _assert_offline_message(e.value, tmp_path)
+    assert "Name or service not known" in str(e.value)
+    (fname, origin, kwargs), = calls
+    assert fname == lpips.VGG16_NOTOP_FILE and origin == lpips.VGG16_NOTOP_URL
+    assert kwargs["file_hash"] == lpips.VGG16_NOTOP_MD5
+    assert kwargs["cache_dir"] == str(tmp_path.resolve())
+
+
+def test_unreachable_host_skips_the_download(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setattr(lpips, "_probe", lambda url, timeout: "no answer within 5 s")
+    monkeypatch.setattr(keras.utils, "get_file", lambda *a, **k: pytest.fail("get_file called"))
+    with pytest.raises(UserError) as e:
+        lpips.fetch_vgg16_weights()
+    _assert_offline_message(e.value, tmp_path)
+
+
+def test_probe_gives_up_quickly_on_a_silent_server():
+    """A local socket that accepts connections but never answers: the probe returns a reason."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    try:
+        port = server.getsockname()[1]
+        reason = lpips._probe(f"http://127.0.0.1:{port}/x.h5", timeout=0.5)
+        assert reason and "\n" not in lpips._one_line(reason)
+    finally:
+        server.close()
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there now: refused at once
+    assert lpips._probe(f"http://127.0.0.1:{port}/x.h5", timeout=2.0)

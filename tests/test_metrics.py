@@ -1,0 +1,292 @@
+"""FID/KID maths, streaming statistics, the real-stats cache and generator evaluation.
+
+No Inception here: a fake backbone with the same interface stands in.
+"""
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import scipy.linalg
+
+from fastgan_tf.metrics import (
+    FeatureStats,
+    SingularCovarianceWarning,
+    compute_stats,
+    evaluate_generator,
+    frechet_distance,
+    kernel_inception_distance,
+    real_stats,
+)
+
+
+def _random_spd(rng, dim, n=None):
+    a = rng.normal(size=(n or 3 * dim, dim))
+    return np.cov(a, rowvar=False) + 0.01 * np.eye(dim)
+
+
+def _fid_scipy(mu1, s1, mu2, s2):
+    covmean = scipy.linalg.sqrtm(s1 @ s2).real
+    return float(np.sum((mu1 - mu2) ** 2) + np.trace(s1 + s2 - 2 * covmean))
+
+
+# --------------------------------------------------------------------------- Frechet distance
+
+
+@pytest.mark.parametrize("dim", [8, 64, 200])
+def test_frechet_matches_scipy_sqrtm(rng, dim):
+    mu1, mu2 = rng.normal(size=dim), rng.normal(size=dim)
+    s1, s2 = _random_spd(rng, dim), 2.0 * _random_spd(rng, dim)
+    expected = _fid_scipy(mu1, s1, mu2, s2)
+    assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-4)
+
+
+def test_frechet_identical_stats_is_zero(rng):
+    mu, s = rng.normal(size=50), _random_spd(rng, 50)
+    value = frechet_distance(mu, s, mu, s)
+    assert 0.0 <= value < 1e-8 * np.trace(s)
+
+
+def test_frechet_closed_form_isotropic_gaussians(rng):
+    dim, a, b = 32, 1.5, 0.5
+    mu1, mu2 = rng.normal(size=dim), rng.normal(size=dim)
+    expected = np.sum((mu1 - mu2) ** 2) + dim * (a - b) ** 2  # Tr(a^2 I + b^2 I - 2ab I)
+    value = frechet_distance(mu1, a**2 * np.eye(dim), mu2, b**2 * np.eye(dim))
+    assert value == pytest.approx(expected, rel=1e-10)
+
+
+def test_frechet_warns_when_fewer_samples_than_dims(rng):
+    dim = 64
+    x, y = rng.normal(size=(20, dim)), rng.normal(size=(20, dim))
+    args = (x.mean(0), np.cov(x, rowvar=False), y.mean(0), np.cov(y, rowvar=False))
+    with pytest.warns(SingularCovarianceWarning, match="20 samples"):
+        value = frechet_distance(*args, n1=20, n2=20)
+    assert np.isfinite(value) and value >= 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        frechet_distance(*args, n1=500, n2=500)  # no warning with enough samples
+
+
+def test_frechet_rejects_shape_mismatch(rng):
+    with pytest.raises(ValueError):
+        frechet_distance(np.zeros(3), np.eye(3), np.zeros(4), np.eye(4))
+
+
+# --------------------------------------------------------------------------- KID
+
+
+def _mmd2_by_loops(x, y):
+    """The unbiased MMD^2 estimator written out term by term."""
+    m, d = x.shape
+
+    def k(a, b):
+        return (a @ b / d + 1.0) ** 3
+
+    xx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j)
+    yy = sum(k(y[i], y[j]) for i in range(m) for j in range(m) if i != j)
+    xy = sum(k(x[i], y[j]) for i in range(m) for j in range(m))
+    return (xx + yy) / (m * (m - 1)) - 2.0 * xy / (m * m)
+
+
+def test_kid_matches_direct_unbiased_mmd(rng):
+    a = rng.normal(size=(12, 5))
+    b = rng.normal(loc=0.7, size=(12, 5))
+    # Subsets as large as the sets are permutations of them, so every subset gives the full MMD.
+    mean, std = kernel_inception_distance(a, b, num_subsets=4, subset_size=1000, seed=3)
+    assert mean == pytest.approx(_mmd2_by_loops(a, b), rel=1e-10)
+    assert std == pytest.approx(0.0, abs=1e-12)
+
+
+def test_kid_subsets_are_deterministic_and_clipped(rng):
+    a, b = rng.normal(size=(40, 6)), rng.normal(loc=0.3, size=(25, 6))
+    first = kernel_inception_distance(a, b, num_subsets=10, subset_size=100, seed=1)
+    assert first == kernel_inception_distance(a, b, num_subsets=10, subset_size=100, seed=1)
+    assert first != kernel_inception_distance(a, b, num_subsets=10, subset_size=100, seed=2)
+    assert first[1] > 0.0  # 25-of-40 subsets of `a` differ
+
+
+def test_kid_same_distribution_is_near_zero(rng):
+    # Non-negative features, like Inception pool features.
+    a, b = rng.uniform(size=(300, 16)), rng.uniform(size=(300, 16))
+    same_set, _ = kernel_inception_distance(a, a, num_subsets=20, subset_size=100)
+    same_dist, _ = kernel_inception_distance(a, b, num_subsets=20, subset_size=100)
+    shifted, _ = kernel_inception_distance(a, b + 0.1, num_subsets=20, subset_size=100)
+    assert abs(same_set) < 0.1 * shifted and abs(same_dist) < 0.1 * shifted
+    assert shifted > 0.0
+
+
+# --------------------------------------------------------------------------- FeatureStats
+
+
+def _stream(stats, x, sizes):
+    start = 0
+    for size in sizes:
+        stats.update(x[start : start + size])
+        start += size
+    assert start == len(x)
+
+
+def test_feature_stats_streaming_equals_numpy(rng):
+    x = rng.normal(size=(103, 7)) * 3.0 + 1e3  # large offset: checks the merge is stable
+    stats = FeatureStats()
+    _stream(stats, x, [1, 10, 32, 0, 60])
+    assert stats.count == 103
+    np.testing.assert_allclose(stats.mean(), x.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(stats.cov(), np.cov(x, rowvar=False), rtol=1e-9)
+    assert stats.features is None
+
+
+def test_feature_stats_keeps_at_most_max_keep(rng):
+    x = rng.normal(size=(50, 4)).astype(np.float32)
+    stats = FeatureStats(keep_features=True, max_keep=23)
+    _stream(stats, x, [10, 10, 10, 20])
+    np.testing.assert_array_equal(stats.features, x[:23])
+
+
+def test_feature_stats_save_load_round_trip(rng, tmp_path):
+    x = rng.normal(size=(40, 6))
+    stats = FeatureStats(keep_features=True, max_keep=30, backbone="fake")
+    _stream(stats, x, [16, 16, 8])
+    path = tmp_path / "sub" / "stats.npz"
+    stats.save(path, fingerprint="abc", resolution=64)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["stats.npz"]  # no temp files left
+
+    loaded = FeatureStats.load(path)
+    assert (loaded.count, loaded.backbone, loaded.max_keep) == (40, "fake", 30)
+    assert loaded.metadata == {"fingerprint": "abc", "resolution": 64}
+    np.testing.assert_array_equal(loaded.mean(), stats.mean())
+    np.testing.assert_allclose(loaded.cov(), stats.cov(), rtol=1e-12)
+    np.testing.assert_array_equal(loaded.features, x[:30].astype(np.float32))
+
+    # A loaded accumulator keeps streaming correctly.
+    more = rng.normal(size=(9, 6))
+    loaded.update(more)
+    both = np.concatenate([x, more])
+    np.testing.assert_allclose(loaded.cov(), np.cov(both, rowvar=False), rtol=1e-9)
+
+
+# --------------------------------------------------------------------------- cache and evaluation
+
+
+class FakeBackbone:
+    """Same interface as the Inception backbones: a fixed random projection of the pixels."""
+
+    name = "fake"
+    variant = "fake"
+    feature_dim = 8
+
+    def __init__(self, size=8):
+        self.weights = np.random.default_rng(7).normal(size=(size * size * 3, self.feature_dim))
+        self.calls = 0
+        self.images_seen = 0
+
+    def features(self, images):
+        images = np.asarray(images, np.float64)
+        self.calls += 1
+        self.images_seen += len(images)
+        return np.tanh(images.reshape(len(images), -1) @ self.weights / 20.0).astype(np.float32)
+
+
+def _image_batches(seed, num, batch=16, shift=0.0):
+    rng = np.random.default_rng(seed)
+    for start in range(0, num, batch):
+        n = min(batch, num - start)
+        yield np.clip(rng.normal(shift, 0.5, size=(n, 8, 8, 3)), -1, 1).astype(np.float32)
+
+
+def test_compute_stats_streams_batches(rng):
+    backbone = FakeBackbone()
+    progress = []
+    batches = _image_batches(0, 50)
+    stats = compute_stats(batches, backbone, keep_features=True, progress=progress.append)
+    assert stats.count == 50 and backbone.calls == 4 and progress == [16, 32, 48, 50]
+    feats = backbone.features(np.concatenate(list(_image_batches(0, 50))))
+    expected_cov = np.cov(feats.astype(np.float64), rowvar=False)
+    np.testing.assert_allclose(stats.cov(), expected_cov, rtol=1e-6)
+    np.testing.assert_array_equal(stats.features, feats)
+
+
+def test_real_stats_cached_per_fingerprint_and_resolution(tmp_path):
+    backbone = FakeBackbone()
+    calls = []
+
+    def batches():
+        calls.append(1)
+        return _image_batches(0, 40)
+
+    first = real_stats(tmp_path, "dataset-v1", 64, batches, backbone)
+    assert len(calls) == 1 and backbone.calls == 3
+    again = real_stats(tmp_path, "dataset-v1", 64, batches, backbone)
+    assert len(calls) == 1 and backbone.calls == 3  # loaded from disk, no backbone call
+    np.testing.assert_array_equal(again.mean(), first.mean())
+    np.testing.assert_array_equal(again.features, first.features)
+
+    real_stats(tmp_path, "dataset-v2", 64, batches, backbone)  # another dataset
+    assert len(calls) == 2 and backbone.calls == 6
+    real_stats(tmp_path, "dataset-v1", 128, batches, backbone)  # another resolution
+    assert len(calls) == 3
+    assert len(list(tmp_path.glob("*.npz"))) == 3
+
+
+def test_real_stats_recomputes_when_features_missing(tmp_path):
+    backbone = FakeBackbone()
+    real_stats(tmp_path, "d", 64, lambda: _image_batches(0, 20), backbone, keep_features=False)
+    assert backbone.calls == 2
+    stats = real_stats(tmp_path, "d", 64, lambda: _image_batches(0, 20), backbone)
+    assert backbone.calls == 4 and stats.features is not None
+
+
+def _sampler(seed, shift=0.0):
+    """sample_fn(n) drawing from the same stream as _image_batches(seed, ...), any batch size."""
+    rng = np.random.default_rng(seed)
+    requested = []
+
+    def sample_fn(n):
+        requested.append(n)
+        return np.clip(rng.normal(shift, 0.5, size=(n, 8, 8, 3)), -1, 1).astype(np.float32)
+
+    return sample_fn, requested
+
+
+def test_evaluate_generator_end_to_end(tmp_path):
+    backbone = FakeBackbone()
+    real = real_stats(tmp_path, "d", 8, lambda: _image_batches(0, 400), backbone)
+
+    # Same images as the real set (same seed): FID and KID ~0.
+    sample_fn, requested = _sampler(0)
+    kid = {"kid_subsets": 10, "kid_subset_size": 100}
+    result = evaluate_generator(sample_fn, 400, 16, backbone, real, **kid)
+    json.dumps(result)
+    assert result["backbone"] == "fake"
+    assert (result["num_fake"], result["num_real"], result["kid_subset_size"]) == (400, 400, 100)
+    assert max(requested) <= 16 and sum(requested) == 400
+    assert 0.0 <= result["fid"] < 1e-9
+
+    # Same distribution, other samples; then a shifted distribution.
+    sample_fn, requested = _sampler(1)
+    same = evaluate_generator(sample_fn, 250, 64, backbone, real, **kid)
+    assert requested == [64, 64, 64, 58] and same["num_fake"] == 250
+    sample_fn, _ = _sampler(2, shift=0.3)
+    shifted = evaluate_generator(sample_fn, 250, 64, backbone, real, **kid)
+    assert same["fid"] < 0.1 * shifted["fid"]
+    assert abs(same["kid_mean"]) < 0.1 * shifted["kid_mean"]
+    assert shifted["kid_std"] > 0.0
+
+    only_fid = evaluate_generator(_sampler(1)[0], 32, 16, backbone, real, metrics=("fid",))
+    assert set(only_fid) == {"backbone", "num_fake", "num_real", "fid"}
+
+
+def test_evaluate_generator_rejects_mismatches(tmp_path):
+    backbone = FakeBackbone()
+    batches_fn = lambda: _image_batches(0, 40)  # noqa: E731
+    real = real_stats(tmp_path, "d", 8, batches_fn, backbone, keep_features=False)
+    sample_fn, _ = _sampler(1)
+    with pytest.raises(ValueError, match="keep_features"):
+        evaluate_generator(sample_fn, 16, 8, backbone, real, metrics=("kid",))
+    with pytest.raises(ValueError, match="unknown metrics"):
+        evaluate_generator(sample_fn, 16, 8, backbone, real, metrics=("is",))
+    other = FakeBackbone()
+    other.variant = "other"
+    with pytest.raises(ValueError, match="backbone"):
+        evaluate_generator(sample_fn, 16, 8, other, real, metrics=("fid",))
