@@ -237,7 +237,7 @@ def test_mixed_float16_smoke():
 
 
 def test_one_training_step_under_tf_function():
-    """One D step then one G step (BCE, Adam 5e-4, betas 0.5/0.999) compile and move every weight."""
+    """A D step then a G step (BCE, Adam 5e-4, betas 0.5/0.999) compile and move every weight."""
     g, d = SSDGenerator(nz=16, ngf=4), SSDDiscriminator(ndf=4)
     g_opt = keras.optimizers.Adam(SSD_DEFAULTS["lr"], beta_1=0.5, beta_2=0.999)
     d_opt = keras.optimizers.Adam(SSD_DEFAULTS["lr"], beta_1=0.5, beta_2=0.999)

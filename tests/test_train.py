@@ -50,7 +50,7 @@ def test_demo_brings_its_own_defaults_and_flags_still_win(tmp_path, capsys):
     (["--dataset", "/no/such/folder"], "/no/such/folder"),
     (["--dataset", "demo", "--resolution", "100"], "not supported"),
     (["--dataset", "demo", "--epochs", "ten"], "invalid int value"),
-    (["--dataset", "demo", "--batch-size", "1000"], "batch size"),
+    (["--dataset", "demo", "--batch-size", "1000"], "larger than the dataset"),
     (["--dataset", "demo", "--recon-loss", "lpips", "--vgg-weights", "/nope.h5"], "/nope.h5"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, message, tmp_path, capsys):

@@ -187,7 +187,7 @@ def _bce_with_logits(logits, label):
 
 
 def bce_d_loss(real_logits, fake_logits):
-    """BCE(D(x), 1) + BCE(D(G(z)), 0), each a batch mean (as torch's DCGAN errD_real + errD_fake)."""
+    """BCE(D(x), 1) + BCE(D(G(z)), 0), each a batch mean (torch DCGAN: errD_real + errD_fake)."""
     return _bce_with_logits(real_logits, 1.0) + _bce_with_logits(fake_logits, 0.0)
 
 

@@ -41,5 +41,5 @@ def load_training_images(cfg: TrainConfig, progress: bool = True) -> TrainingIma
     resolved = resolve_dataset(cfg.dataset, data_dir=data_dir, progress=progress)
     image_set = load_images(resolved.root, cfg.resolution, cache_dir=paths.cache_dir() / "decoded",
                             progress=progress)
-    key = fingerprint(image_set.files, cfg.resolution)
+    key = fingerprint(image_set.files, root=resolved.root, resolution=cfg.resolution)
     return TrainingImages(np.asarray(image_set.images), resolved.name, key, image_set.summary())

@@ -38,7 +38,7 @@ from fastgan_tf.training.dataset import TrainingImages, load_training_images
 from fastgan_tf.training.fastgan import FastGAN, build_discriminator, build_generator
 from fastgan_tf.training.logs import RunLog
 from fastgan_tf.training.precision import resolve_mixed_precision, set_policy
-from fastgan_tf.visualize import image_grid, save_image_grid
+from fastgan_tf.visualize import make_grid, save_image_grid
 
 EXIT_INTERRUPTED = 130
 
@@ -293,5 +293,5 @@ class Trainer:
         rows = np.stack(columns, axis=1).reshape(-1, *columns[0].shape[1:])
         save_image_grid(rows, samples_dir / f"recon_epoch{epoch:05d}.png", nrow=len(columns))
         step = int(self.gan.step.numpy())
-        self.log.image("samples/fakes", image_grid(fakes, nrow=4), step)
-        self.log.image("samples/reconstructions", image_grid(rows, nrow=len(columns)), step)
+        self.log.image("samples/fakes", make_grid(fakes, nrow=4), step)
+        self.log.image("samples/reconstructions", make_grid(rows, nrow=len(columns)), step)
