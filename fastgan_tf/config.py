@@ -21,6 +21,7 @@ RESOLUTIONS = (64, 128, 256, 512, 1024)
 RECON_LOSSES = ("lpips", "l1", "mse")
 PRECISION_MODES = ("auto", "on", "off")
 AUGMENT_OPS = ("color", "translation", "cutout")
+FID_BACKBONES = ("keras", "standard")
 
 
 @dataclass
@@ -51,6 +52,11 @@ class TrainConfig:
     checkpoint_every: int = 10  # epochs; Ctrl-C and the end of training always save too
     keep_checkpoints: int = 2
     log_every: int = 10  # steps between metrics.jsonl / TensorBoard lines
+    # FID/KID of the EMA generator during training; the best one is kept in <run>/best/
+    fid_every: int = 50  # epochs; 0 turns it off
+    fid_samples: int = 1000
+    fid_backbone: str = "keras"
+    inception_weights: str | None = None  # a weights file; None: the backbone's usual cache
     # Reproducibility and speed
     seed: int = 0
     deterministic: bool = False
@@ -150,6 +156,12 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         if getattr(cfg, name) % 8:
             bad(f"{name} must be a multiple of 8 (the narrowest layers use {name}/8 channels), "
                 f"got {getattr(cfg, name)}")
+    if cfg.fid_backbone not in FID_BACKBONES:
+        bad(f"--fid-backbone {cfg.fid_backbone!r} is not one of {', '.join(FID_BACKBONES)}")
+    if cfg.fid_every < 0:
+        bad(f"fid_every must be 0 (off) or a number of epochs, got {cfg.fid_every}")
+    if cfg.fid_samples < 2:
+        bad(f"fid_samples must be at least 2, got {cfg.fid_samples}")
     if cfg.lr <= 0:
         bad(f"lr must be positive, got {cfg.lr}")
     for name in ("beta1", "beta2", "ema_decay"):

@@ -8,7 +8,6 @@ import tensorflow as tf
 import keras
 
 from fastgan_tf.models import Discriminator, Generator, build_models, count_params
-from fastgan_tf.models import layers as L
 
 # Trainable parameter counts of the authors' PyTorch models (ngf = ndf = 64, nz = 256).
 REFERENCE = {  # resolution: (G, D, D without decoders)
@@ -44,7 +43,8 @@ def test_parameter_counts_match_reference(resolution):
     assert got == REFERENCE.get(resolution) or got == TRUNCATED.get(resolution)
     assert got == {**REFERENCE, **TRUNCATED}[resolution]
     if resolution >= 128:
-        decoders = tuple(count_params(getattr(d, n)) for n in ("decoder_big", "decoder_small", "decoder_part"))
+        names = ("decoder_big", "decoder_small", "decoder_part")
+        decoders = tuple(count_params(getattr(d, n)) for n in names)
         assert decoders == DECODERS and sum(decoders) == 3_139_488
     print(f"resolution {resolution}: built in {time.perf_counter() - start:.1f}s")
 
@@ -186,7 +186,8 @@ def test_noise_seeds_and_state():
 
     # a training call advances SN u, BN moving stats and the noise counters
     g(z, training=True)
-    changed = {v.path.split("/")[-1] for v, old in zip(g.variables, before) if not np.array_equal(old, v.numpy())}
+    changed = {v.path.split("/")[-1] for v, old in zip(g.variables, before)
+               if not np.array_equal(old, v.numpy())}
     assert changed == {"u", "moving_mean", "moving_variance", "seed_state"}
     seeds = [v.numpy() for v in g.variables if v.path.endswith("seed_state")]
     assert len(seeds) == 4 and all(s[1] == 1 for s in seeds) and len({s[0] for s in seeds}) == 4
@@ -304,13 +305,15 @@ def step():
     return strategy.run(fn)
 
 big, norm = step()
-values = lambda v: [x.numpy() for x in strategy.experimental_local_results(v)]
+def values(v):  # per-replica values; a Keras variable wraps a MirroredVariable in .value
+    return [x.numpy() for x in strategy.experimental_local_results(getattr(v, "value", v))]
 assert all(np.isfinite(n) for n in values(norm))
 b0, b1 = values(big)
 assert not np.allclose(b0, b1), "same z: replicas must still draw different noise"
 for v in g.variables + d.variables:
     if v.path.endswith(("moving_mean", "moving_variance", "/u", "seed_state")):
         first, *rest = values(v)
+        assert len(rest) == 1
         assert all(np.array_equal(first, r) for r in rest), v.path
 print("OK")
 """
@@ -331,3 +334,27 @@ def test_mirrored_strategy_with_sync_bn(tmp_path):
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env,
                             timeout=300)
     assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_models_compile_with_xla():
+    """The trainer's `xla` option: a G + D (with decoders) gradient step must compile."""
+    g = Generator(64, ngf=16, seed=1).build_for_restore()
+    d = Discriminator(64, ndf=16).build_for_restore()
+
+    @tf.function(jit_compile=True)
+    def step(z, real, part):
+        with tf.GradientTape() as tape:
+            big, small = g(z, training=True)
+            logits, recs = d(real, part=part, training=True)
+            loss = tf.reduce_mean(d([big, small], training=True)) + tf.reduce_mean(logits)
+            loss += tf.add_n([tf.reduce_mean(r) for r in recs])
+        grads = tape.gradient(loss, g.trainable_variables + d.trainable_variables)
+        sample = g(z, training=False, noise_seed=tf.constant([1, 2], tf.int64))[0]
+        return loss, tf.add_n([tf.reduce_sum(tf.abs(x)) for x in grads]), sample
+
+    z, real = tf.random.normal((2, 256)), tf.random.uniform((2, 64, 64, 3), -1, 1)
+    loss, norm, sample = step(z, real, tf.constant(2))
+    assert np.isfinite(loss.numpy()) and np.isfinite(norm.numpy()) and norm.numpy() > 0
+    eager = g(z, training=False, noise_seed=tf.constant([1, 2]))[0]
+    np.testing.assert_allclose(sample.numpy(), eager.numpy(), rtol=1e-3, atol=1e-4)

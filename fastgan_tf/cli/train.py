@@ -50,6 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, help="epochs between checkpoints; default 10")
     p.add_argument("--keep-checkpoints", type=int, help="checkpoints kept; default 2")
     p.add_argument("--log-every", type=int, help="steps between metrics.jsonl lines; default 10")
+    p.add_argument("--fid-every", type=int,
+                   help="epochs between FID/KID of the EMA generator (best kept in best/); 0 = off; "
+                        "default 50")
+    p.add_argument("--fid-samples", type=int, help="generated samples per FID; default 1000")
+    p.add_argument("--fid-backbone", choices=("keras", "standard"),
+                   help="keras InceptionV3 (default) or the standard 2015 Inception of the papers")
+    p.add_argument("--inception-weights", help="weights file for the FID backbone (offline use)")
     p.add_argument("--fresh", action="store_true",
                    help="start over: the existing run folder is renamed aside, not deleted")
     p.add_argument("--dry-run", action="store_true",

@@ -15,7 +15,7 @@ from fastgan_tf.data.images import (
     load_images,
 )
 
-_PIPELINE = ("make_epoch_dataset", "steps_per_epoch", "epoch_plan")
+_PIPELINE = ("make_epoch_dataset", "steps_per_epoch", "epoch_plan", "images_variable")
 
 __all__ = [
     "DEMO_DEFAULTS",

@@ -16,11 +16,12 @@ shrinking, so both are properly antialiased. `crop="none"` squashes to a square 
 
 from __future__ import annotations
 
-import io
 import hashlib
+import io
 import json
 import os
 import tempfile
+import warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -337,7 +338,7 @@ def _read_cache(cache_dir: Path, key: str, root: Path) -> ImageSet | None:
     return ImageSet(images, files, skipped, root, from_cache=True)
 
 
-def _write_cache(cache_dir: Path, key: str, result: ImageSet) -> None:
+def _write_cache(cache_dir: Path, key: str, result: ImageSet) -> bool:
     """.npy first, then the .json that marks it complete; a failed write only costs speed."""
     npy, meta_path = _cache_paths(cache_dir, key)
     root = result.root or Path(".")
@@ -352,10 +353,10 @@ def _write_cache(cache_dir: Path, key: str, result: ImageSet) -> None:
             np.save(f, result.images)
         with _atomic_file(meta_path) as f:
             f.write(json.dumps(meta, indent=1).encode("utf-8"))
+        return True
     except OSError as e:
-        import warnings
-
         warnings.warn(f"Could not write the decoded-image cache in {cache_dir}: {e}", stacklevel=3)
+        return False
 
 
 def _default_workers() -> int:
@@ -439,6 +440,10 @@ def load_images(
         examples = "; ".join(f"{p.name}: {r}" for p, r in skipped[:3])
         raise UserError(f"No usable images in {root}: all {len(files)} image files were skipped ({examples})")
     result = ImageSet(images, kept, skipped, root)
-    if key is not None:
-        _write_cache(Path(cache_dir), key, result)
+    if key is not None and _write_cache(Path(cache_dir), key, result):
+        # Swap the in-RAM array for a memmap of what was just written: same pixels, and the
+        # memory goes back to the OS (the training pipeline makes its own copy anyway).
+        reread = _read_cache(Path(cache_dir), key, root)
+        if reread is not None:
+            result.images = reread.images
     return result

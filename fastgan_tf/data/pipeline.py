@@ -1,16 +1,26 @@
 """One epoch of training batches as a tf.data.Dataset, reproducible from (seed, epoch).
 
-The decoded uint8 images stay a numpy array (possibly a memmap of the decode cache); the dataset
-only carries batch indices and flip flags, and a `tf.numpy_function` gathers each batch. So the
-graph holds no image constants (1000 images at 1024^2 are 3 GB, beyond the 2 GB GraphDef limit),
-and nothing random happens inside TF: the permutation and the flips come from a numpy Generator
-seeded with (seed, epoch) and are indexed by position in the epoch. Resuming mid-epoch is then
-just dropping the first k rows of that plan (`skip_batches`), with identical later batches.
+The dataset only carries batch indices and flip flags; each batch is gathered from a CPU
+`tf.Variable` that holds the uint8 images, created once per image array and reused by every later
+epoch. Why this design:
+* No image constants in any graph: 1000 images at 1024^2 are 3 GB, over the 2 GB proto limit
+  (and tf.data captures plain tensors by value, which serialises them for every new dataset).
+* No Python inside the pipeline: a `tf.numpy_function` gather works, but TF's background threads
+  then need the GIL, and a process that exits (or is interrupted) with batches in flight can
+  hang forever at interpreter shutdown (seen here with TF 2.21 / Python 3.11). Pure TF ops also
+  run in parallel with the Python training loop.
+* Nothing random inside TF: the permutation and the flips come from a numpy Generator seeded with
+  (seed, epoch), indexed by position in the epoch. Resuming mid-epoch (`skip_batches=k`) just drops
+  the first k rows of that plan, so later batches are identical and skipped images are never read.
 
 Unlike the reference (fresh OS-entropy permutation each epoch), runs are repeatable.
+Memory: the variable is a second copy of the images; load_images(cache_dir=...) returns a memmap
+of the decode cache, so the numpy side then costs page cache only.
 """
 
 from __future__ import annotations
+
+import weakref
 
 import numpy as np
 import tensorflow as tf
@@ -62,6 +72,27 @@ def _as_array(images) -> np.ndarray:
     return images
 
 
+# id(array) -> (weak reference to the array, its CPU variable): one copy per array, not per epoch.
+_VARIABLES: dict[int, tuple[weakref.ref, tf.Variable]] = {}
+
+
+def images_variable(images: np.ndarray) -> tf.Variable:
+    """The CPU variable holding `images` (created on first use; treat `images` as read-only)."""
+    key = id(images)
+    entry = _VARIABLES.get(key)
+    if entry is not None and entry[0]() is images:
+        return entry[1]
+    if tf.distribute.has_strategy():
+        raise RuntimeError(
+            "make_epoch_dataset must be called outside strategy.scope() "
+            "(inside it the images would be mirrored onto every replica)"
+        )
+    with tf.init_scope(), tf.device("/CPU:0"):
+        variable = tf.Variable(images, trainable=False, name="training_images")
+    _VARIABLES[key] = (weakref.ref(images, lambda _, key=key: _VARIABLES.pop(key, None)), variable)
+    return variable
+
+
 def make_epoch_dataset(
     images: np.ndarray | ImageSet,
     batch_size: int,
@@ -73,22 +104,19 @@ def make_epoch_dataset(
     """float32 (B, H, W, 3) batches in [-1, 1] for one epoch; drop_remainder, prefetched.
 
     `skip_batches=k` gives the same batches as the full epoch minus its first k, without touching
-    the skipped images (used to resume mid-epoch).
+    the skipped images (used to resume mid-epoch). Flips are horizontal, per image.
     """
     images = _as_array(images)
     indices, flips = epoch_plan(len(images), batch_size, seed, epoch, flip)
     if not 0 <= skip_batches <= len(indices):
         raise ValueError(f"skip_batches must be in [0, {len(indices)}], got {skip_batches}")
     indices, flips = indices[skip_batches:], flips[skip_batches:]
-
-    def gather(batch_indices: np.ndarray, batch_flips: np.ndarray) -> np.ndarray:
-        batch = np.array(images[batch_indices])  # a real copy, also when `images` is a memmap
-        batch[batch_flips] = batch[batch_flips, :, ::-1]  # horizontal flip (axis 2 = width)
-        return batch
+    variable = images_variable(images)
 
     def load(batch_indices, batch_flips):
-        batch = tf.numpy_function(gather, [batch_indices, batch_flips], tf.uint8, stateful=False)
-        batch.set_shape((batch_size, *images.shape[1:]))
+        batch = tf.gather(variable, batch_indices)  # reads only these rows
+        if flip:
+            batch = tf.where(batch_flips[:, None, None, None], tf.reverse(batch, axis=[2]), batch)
         return tf.cast(batch, tf.float32) / 127.5 - 1.0
 
     ds = tf.data.Dataset.from_tensor_slices((indices, flips))

@@ -31,7 +31,7 @@ se_64, 128 has se_64 and se_128); ``small_resolution`` is resolution // 2, so ``
 feat_32 (at 64) or on the gated feat_64 (at 128). Parameter counts at ngf=64, nz=256:
 64: 28,211,460; 128: 28,959,814; 256: 29,127,846; 512: 29,174,392; 1024: 29,176,512.
 
-Checkpoint keys follow the attribute names: ``init``, ``feat_<r>``, ``se_<r>``, ``to_big``,
+Checkpoint keys follow the attribute names: ``init``, ``init_bn``, ``feat_<r>``, ``se_<r>``, ``to_big``,
 ``to_small``.
 """
 

@@ -50,9 +50,14 @@ def swish(x):
 
 
 def upsample_nearest2x(x):
-    """Nearest-neighbour x2 upsampling (each pixel becomes a 2x2 block, as torch's Upsample)."""
-    h, w = x.shape[1], x.shape[2]
-    return tf.image.resize(x, (2 * h, 2 * w), method="nearest")
+    """Nearest-neighbour x2 upsampling (each pixel becomes a 2x2 block, as torch's Upsample).
+
+    Broadcast + reshape rather than ``tf.image.resize``: the latter's gradient op
+    (ResizeNearestNeighborGrad) cannot be compiled by XLA.
+    """
+    h, w, c = x.shape[1], x.shape[2], x.shape[3]
+    x = tf.reshape(x, (-1, h, 1, w, 1, c)) * tf.ones((1, 1, 2, 1, 2, 1), dtype=x.dtype)
+    return tf.reshape(x, (-1, 2 * h, 2 * w, c))
 
 
 def adaptive_avg_pool(x, size):
@@ -95,9 +100,11 @@ def _unit_normal_init():
 
 
 class _SpectralNormMixin:
-    """Shared power iteration for layers whose raw weight is ``self.kernel``.
+    """Shared power iteration for layers whose raw weight is ``self.kernel`` (out channels last).
 
-    ``_weight_matrix`` returns the kernel in PyTorch's matrix view, (out channels, everything else).
+    PyTorch's matrix is W = (out channels, everything else). Here ``wt = reshape(kernel, (-1, out))``
+    is W transposed with its columns permuted, which changes neither sigma nor u (W W^T is the
+    same), so no transpose of the kernel is needed; v is a local, its order never matters.
     ``u`` (length = out channels) is a non-trainable float32 weight, stored like torch's weight_u.
     """
 
@@ -109,14 +116,14 @@ class _SpectralNormMixin:
 
     def _sigma(self, kernel, training):
         """One power iteration from the stored u; u is saved back only when training."""
-        w = self._weight_matrix(kernel)
+        wt = tf.reshape(kernel, (-1, kernel.shape[-1]))  # W^T, up to a row permutation
         u = self.u.value
-        v = tf.stop_gradient(_l2_normalize(tf.linalg.matvec(w, u, transpose_a=True)))
-        u = tf.stop_gradient(_l2_normalize(tf.linalg.matvec(w, v)))
+        v = tf.stop_gradient(_l2_normalize(tf.linalg.matvec(wt, u)))                    # W^T u
+        u = tf.stop_gradient(_l2_normalize(tf.linalg.matvec(wt, v, transpose_a=True)))  # W v
         if training:
             self.u.assign(u)
         # sigma = u^T W v: the gradient flows into W here (u, v are constants), as in torch.
-        return tf.tensordot(u, tf.linalg.matvec(w, v), axes=1)
+        return tf.tensordot(u, tf.linalg.matvec(wt, v, transpose_a=True), axes=1)
 
     def normalized_kernel(self, training=False):
         """W / sigma in float32 (runs one power iteration; stores u only when training)."""
@@ -135,7 +142,7 @@ class SNConv2D(_SpectralNormMixin, keras.layers.Layer):
 
     Weights: ``kernel`` (kh, kw, in, out), the raw trainable weight, float32 even under mixed
     precision, initialised N(0, 0.02); ``u`` (out,), the persistent power-iteration vector. The
-    matrix view for sigma is torch's (out, in*kh*kw).
+    matrix view for sigma is torch's (out, in*kh*kw) (see _SpectralNormMixin).
     """
 
     def __init__(self, filters, kernel_size, strides=1, padding=0, **kwargs):
@@ -153,10 +160,6 @@ class SNConv2D(_SpectralNormMixin, keras.layers.Layer):
             trainable=True, dtype="float32", autocast=False,
         )
         self._build_u(self.filters)
-
-    def _weight_matrix(self, kernel):
-        # (kh, kw, in, out) -> torch layout (out, in, kh, kw) -> (out, in*kh*kw)
-        return tf.reshape(tf.transpose(kernel, (3, 2, 0, 1)), (self.filters, -1))
 
     def call(self, inputs, training=False):
         kernel = self.normalized_kernel(training)
@@ -198,9 +201,6 @@ class SNLatentConvTranspose(_SpectralNormMixin, keras.layers.Layer):
             initializer=_kernel_init(), trainable=True, dtype="float32", autocast=False,
         )
         self._build_u(self.filters)
-
-    def _weight_matrix(self, kernel):
-        return tf.reshape(tf.transpose(kernel, (3, 0, 1, 2)), (self.filters, -1))
 
     def call(self, z, training=False):
         kernel = self.normalized_kernel(training)
@@ -248,7 +248,7 @@ class BatchNorm(keras.layers.BatchNormalization):
 
 
 def derive_seed(base_seed, index):
-    """A 31-bit per-layer seed from a model seed and a layer index (distinct for distinct layers)."""
+    """A 31-bit per-layer seed from a model seed and a layer index (collisions are negligible)."""
     state = np.random.SeedSequence([int(base_seed), int(index)]).generate_state(1, dtype=np.uint32)
     return int(state[0] >> 1)
 

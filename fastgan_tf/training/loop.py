@@ -36,6 +36,7 @@ from fastgan_tf.io import atomic_write_text
 from fastgan_tf.progress import progress
 from fastgan_tf.training.dataset import TrainingImages, load_training_images
 from fastgan_tf.training.fastgan import FastGAN, build_discriminator, build_generator
+from fastgan_tf.training.fid import FidTracker
 from fastgan_tf.training.logs import RunLog
 from fastgan_tf.training.precision import resolve_mixed_precision, set_policy
 from fastgan_tf.visualize import make_grid, save_image_grid
@@ -188,6 +189,8 @@ class Trainer:
         self.checkpoints = Checkpoints(self.run_dir / "ckpt", cfg.keep_checkpoints,
                                        **self.gan.trackables())
         self.log = RunLog(self.run_dir)
+        self.fid = FidTracker(self.run_dir, self.gan, self.data.images, self.data.fingerprint,
+                              cfg.fid_samples, cfg.fid_backbone, cfg.inception_weights)
         self._resume()
         config_lib.save(cfg, self.run_dir / "config.yaml")
         self._check_dataset()
@@ -277,8 +280,20 @@ class Trainer:
         last = epochs_done == cfg.epochs
         if epochs_done % cfg.sample_every == 0 or last:
             self._write_samples(epochs_done)
+        if cfg.fid_every and (epochs_done % cfg.fid_every == 0 or last):
+            self._track_fid(epochs_done)
         if epochs_done % cfg.checkpoint_every == 0 or last:
             self._save()
+
+    def _track_fid(self, epoch: int) -> None:
+        record = self.fid.evaluate(epoch, int(self.gan.step.numpy()))
+        if record is None:
+            return
+        self.log.write(record, prefix="fid")
+        best = " (best so far, saved to best/)" if record.get("best") else ""
+        kid = f", KID {record['kid_mean']:.4f}" if "kid_mean" in record else ""
+        say(f"epoch {epoch}: FID {record['fid']:.2f}{kid} ({record['backbone']} backbone, "
+            f"{record['num_fake']} generated vs {record['num_real']} real){best}")
 
     def _save(self) -> None:
         self.checkpoints.save(int(self.gan.step.numpy()))

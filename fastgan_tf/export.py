@@ -1,0 +1,140 @@
+"""Export the EMA generator for use without fastgan-tf: a SavedModel plus Keras weights.
+
+`DIR` becomes a TensorFlow SavedModel (load it with `tf.saved_model.load(DIR)`, no fastgan_tf
+needed) with two signatures:
+
+- ``serving_default(z)``: z float32 (N, nz) -> {"images": uint8 (N, R, R, 3),
+  "images_float": float32 (N, R, R, 3) in [-1, 1]}, noise from the fixed seed (0, 0);
+- ``generate_with_noise_seed(z, noise_seed)``: the same with noise_seed int64 (2,), e.g. to
+  reproduce `evaluate.py --generate`, whose k-th batch uses noise seed (seed, k).
+
+Next to it: ``generator.weights.h5`` (Keras weights; rebuilding needs fastgan_tf, see
+`load_weights_export`), ``generator.json`` (constructor arguments and provenance) and README.txt.
+A `.keras` archive is not written: the subclassed Generator has no get_config/registration yet.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import tensorflow as tf
+
+from fastgan_tf.errors import UserError
+from fastgan_tf.io import atomic_write_text
+
+SEEDED_SIGNATURE = "generate_with_noise_seed"
+WEIGHTS_FILE = "generator.weights.h5"
+CONFIG_FILE = "generator.json"
+
+README = """\
+FastGAN generator exported by fastgan-tf ({resolution}x{resolution} RGB, latent size {nz}).
+Source: {source}
+
+This folder is a TensorFlow SavedModel. It needs only TensorFlow (no fastgan-tf):
+
+    import numpy as np
+    import tensorflow as tf
+
+    model = tf.saved_model.load("{name}")
+    generate = model.signatures["serving_default"]
+    z = np.random.default_rng(0).standard_normal((16, {nz})).astype("float32")
+    out = generate(z=tf.constant(z))
+    images = out["images"].numpy()          # uint8, shape (16, {resolution}, {resolution}, 3)
+    # out["images_float"]: float32 in [-1, 1], same shape
+
+Signatures
+- serving_default(z): z float32 (N, {nz}) ~ N(0, I) -> images uint8 (N, H, W, 3) and
+  images_float float32 in [-1, 1]. The noise inputs use the fixed seed (0, 0).
+- {seeded}(z, noise_seed): the same with noise_seed int64 (2,), e.g.
+  tf.constant([7, 0], tf.int64); `evaluate.py --generate --seed S` draws batch k with
+  noise_seed (S, k) and z from numpy.random.default_rng(S).
+
+Generate in batches of 8 or more (16 is what evaluation uses): like the reference FastGAN, the
+generator's BatchNorm always normalises with the statistics of the current batch, so an image
+depends slightly on the other latents in its batch, and a batch of 1 looks worse.
+
+Also here: {weights} (Keras weights of the fastgan_tf Generator) and {config} (its constructor
+arguments). With fastgan-tf installed:
+    from fastgan_tf.export import load_weights_export
+    generator = load_weights_export("{name}")
+"""
+
+
+class _Serving(tf.Module):
+    """The generator behind two concrete functions, inference only (training=False)."""
+
+    def __init__(self, generator):
+        super().__init__(name="fastgan_generator")
+        self.generator = generator
+        z = tf.TensorSpec([None, generator.nz], tf.float32, name="z")
+        seed = tf.TensorSpec([2], tf.int64, name="noise_seed")
+        self.generate = tf.function(self._generate, input_signature=[z])
+        self.generate_with_noise_seed = tf.function(self._generate_seeded,
+                                                    input_signature=[z, seed])
+
+    def _generate(self, z):
+        return self._generate_seeded(z, tf.constant([0, 0], tf.int64))
+
+    def _generate_seeded(self, z, noise_seed):
+        big, _ = self.generator(z, training=False, noise_seed=noise_seed)
+        images_float = tf.clip_by_value(big, -1.0, 1.0)
+        # round half to even, like visualize.to_uint8 (np.rint)
+        images = tf.cast(tf.round((images_float + 1.0) * 127.5), tf.uint8)
+        return {"images": images, "images_float": images_float}
+
+
+def generator_config(generator) -> dict:
+    """The Generator constructor arguments that rebuild an identical model."""
+    return {"resolution": generator.resolution, "ngf": generator.ngf, "nz": generator.nz,
+            "output_tanh": generator.output_tanh, "sle": generator.use_sle,
+            "seed": generator.seed}
+
+
+def _check_target(out_dir: Path) -> None:
+    if out_dir.is_file():
+        raise UserError(f"--export {out_dir} is a file; pass a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "saved_model.pb").exists():
+        raise UserError(f"--export {out_dir} exists and is not an earlier export; pass a new or "
+                        "empty folder")
+
+
+def export_generator(generator, out_dir: Path, provenance: dict | None = None) -> dict:
+    """Write the SavedModel, Keras weights, generator.json and README.txt into `out_dir`."""
+    out_dir = Path(out_dir)
+    _check_target(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    module = _Serving(generator)
+    tf.saved_model.save(module, str(out_dir), signatures={
+        "serving_default": module.generate,
+        SEEDED_SIGNATURE: module.generate_with_noise_seed,
+    })
+    generator.save_weights(str(out_dir / WEIGHTS_FILE))
+    provenance = dict(provenance or {})
+    info = {"generator": generator_config(generator), "provenance": provenance,
+            "signatures": {
+                "serving_default": {"inputs": {"z": ["float32", [None, generator.nz]]}},
+                SEEDED_SIGNATURE: {"inputs": {"z": ["float32", [None, generator.nz]],
+                                              "noise_seed": ["int64", [2]]}},
+                "outputs": {"images": "uint8 (N, H, W, 3)",
+                            "images_float": "float32 (N, H, W, 3) in [-1, 1]"}}}
+    atomic_write_text(out_dir / CONFIG_FILE, json.dumps(info, indent=2))
+    source = ", ".join(f"{k} {v}" for k, v in provenance.items() if v is not None) or "unknown"
+    atomic_write_text(out_dir / "README.txt", README.format(
+        resolution=generator.resolution, nz=generator.nz, name=out_dir.name, source=source,
+        seeded=SEEDED_SIGNATURE, weights=WEIGHTS_FILE, config=CONFIG_FILE))
+    return {"export_dir": str(out_dir), "weights": str(out_dir / WEIGHTS_FILE), **info}
+
+
+def load_weights_export(out_dir: Path):
+    """Rebuild the fastgan_tf Generator from an export's generator.json + generator.weights.h5."""
+    from fastgan_tf.models.generator import Generator
+
+    out_dir = Path(out_dir)
+    path = out_dir / CONFIG_FILE
+    if not path.is_file():
+        raise UserError(f"{out_dir} has no {CONFIG_FILE}: it is not a fastgan-tf export")
+    config = json.loads(path.read_text(encoding="utf-8"))["generator"]
+    generator = Generator(**config).build_for_restore()
+    generator.load_weights(str(out_dir / WEIGHTS_FILE))
+    return generator
