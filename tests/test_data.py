@@ -116,6 +116,13 @@ def test_sixteen_bit_scaling_keeps_full_range(tmp_path):
     path = _save(Image.fromarray(ramp), tmp_path / "ramp.png")
     assert Image.open(path).mode.startswith("I")
     assert np.array(open_rgb(path))[0, :, 0].tolist() == [0, 100, 255, 255]
+    # 32-bit int and float modes (not produced by our formats, but handled by the same rule)
+    as_i = Image.fromarray(np.array([[0, 25700, 65535]], np.int32), "I")
+    assert np.array(images_mod.to_rgb(as_i))[0, :, 1].tolist() == [0, 100, 255]
+    unit_f = Image.fromarray(np.array([[0.0, 0.5, 1.0]], np.float32), "F")
+    assert np.array(images_mod.to_rgb(unit_f))[0, :, 2].tolist() == [0, 128, 255]
+    odd_f = Image.fromarray(np.array([[-5.0, 0.0, 5.0]], np.float32), "F")
+    assert np.array(images_mod.to_rgb(odd_f))[0, :, 0].tolist() == [0, 128, 255]  # stretched
 
 
 def test_exif_orientation_is_applied_before_resize(folder):

@@ -74,7 +74,7 @@ def test_parameter_counts_match_paper(full_models):
 def test_output_shapes_dtypes_and_range(full_models):
     g, d = full_models
     z = tf.random.normal((3, 100), seed=1)
-    images = g(z, training=True)
+    images = g(z, training=True)[0]
     assert images.shape == (3, 64, 64, 3) and images.dtype == tf.float32
     assert np.all(np.abs(images.numpy()) <= 1.0)
     logits = d(images, training=True)
@@ -164,7 +164,7 @@ def test_generator_gradients_reach_every_variable():
     g, d = SSDGenerator(nz=16, ngf=4), SSDDiscriminator(ndf=4)
     z = tf.random.normal((4, 16), seed=3)
     with tf.GradientTape() as tape:
-        loss = bce_g_loss(d(g(z, training=True), training=True))
+        loss = bce_g_loss(d(g(z, training=True)[0], training=True))
     grads = tape.gradient(loss, g.trainable_variables)
     assert len(grads) == len(g.trainable_variables) == 4 * 2 + 5 + 4 * 4
     for v, grad in zip(g.trainable_variables, grads):
@@ -223,7 +223,7 @@ def test_mixed_float16_smoke():
     g, d = SSDGenerator(nz=16, ngf=4), SSDDiscriminator(ndf=4)
     z = tf.random.normal((2, 16), seed=6)
     with tf.GradientTape(persistent=True) as tape:
-        images = g(z, training=True)
+        images = g(z, training=True)[0]
         fake = d(images, training=True)
         real = d(tf.random.uniform((2, 64, 64, 3), -1, 1, seed=7), training=True)
         d_loss, g_loss = bce_d_loss(real, fake), bce_g_loss(fake)
@@ -250,10 +250,10 @@ def test_one_training_step_under_tf_function():
     @tf.function
     def step(z):
         with tf.GradientTape() as tape:
-            d_loss = bce_d_loss(d(real, training=True), d(g(z, training=True), training=True))
+            d_loss = bce_d_loss(d(real, training=True), d(g(z, training=True)[0], training=True))
         d_opt.apply(tape.gradient(d_loss, d.trainable_variables), d.trainable_variables)
         with tf.GradientTape() as tape:
-            g_loss = bce_g_loss(d(g(z, training=True), training=True))
+            g_loss = bce_g_loss(d(g(z, training=True)[0], training=True))
         g_opt.apply(tape.gradient(g_loss, g.trainable_variables), g.trainable_variables)
         return d_loss, g_loss
 
@@ -261,3 +261,11 @@ def test_one_training_step_under_tf_function():
     assert np.isfinite(d_loss.numpy()) and np.isfinite(g_loss.numpy())
     assert all(not np.array_equal(b, v.numpy()) for b, v in zip(g_before, g.trainable_variables))
     assert all(not np.array_equal(b, v.numpy()) for b, v in zip(d_before, d.trainable_variables))
+
+
+def test_checkpoint_saves_every_variable(tmp_path):
+    """Layers kept in Python lists are invisible to tf.train.Checkpoint unless also named."""
+    g, d = SSDGenerator().build_for_restore(), SSDDiscriminator().build_for_restore()
+    prefix = tf.train.Checkpoint(g=g, d=d).save(str(tmp_path / "c"))
+    saved = [n for n, _ in tf.train.list_variables(prefix) if "VARIABLE_VALUE" in n]
+    assert len(saved) == len(g.variables) + len(d.variables) + 1  # + save_counter

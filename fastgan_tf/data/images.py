@@ -118,9 +118,9 @@ def _check_args(resolution: int, background: Sequence[int], crop: str) -> None:
 
 def _composite(img: Image.Image, background: Sequence[int]) -> Image.Image:
     """Alpha-blend over a solid colour: out = (rgb * a + bg * (255 - a)) / 255, rounded."""
-    rgba = np.asarray(img.convert("RGBA"), dtype=np.uint32)
+    rgba = np.asarray(img.convert("RGBA"), dtype=np.uint16)  # 255 * 255 + 127 fits in 16 bits
     alpha = rgba[..., 3:]
-    bg = np.asarray(background, dtype=np.uint32)
+    bg = np.asarray(background, dtype=np.uint16)
     out = (rgba[..., :3] * alpha + bg * (255 - alpha) + 127) // 255
     return Image.fromarray(out.astype(np.uint8), "RGB")
 
@@ -134,6 +134,8 @@ def _high_bit_to_uint8(img: Image.Image) -> Image.Image:
         a = a / 257.0  # 65535 -> 255 exactly; 16-bit PNGs open as I;16 (or I in older Pillow)
     elif img.mode == "F" and lo >= 0 and hi <= 1:
         a = a * 255.0
+    elif lo >= 0 and hi <= 255:  # already 8-bit values
+        pass
     elif hi > lo:  # unknown range: stretch what is there
         a = (a - lo) / (hi - lo) * 255.0
     else:

@@ -106,10 +106,19 @@ def conv_transpose(filters, first=False, name=None):
     )
 
 
-class SSDGenerator(keras.Model):
-    """SSD generator. ``call(z, training=True) -> (B, 64, 64, 3)`` float32 in [-1, 1].
+def _name_for_checkpoints(model, layers):
+    """Also hold each layer as a named attribute: `tf.train.Checkpoint` follows attributes but
+    silently skips layers kept only in Python lists (verified: 0 of 51 variables were saved)."""
+    for layer in layers:
+        setattr(model, layer.name, layer)
 
-    ``training`` is accepted for a uniform API; G has no state that depends on it.
+
+class SSDGenerator(keras.Model):
+    """SSD generator. ``call(z, training=True, noise_seed=None) -> [image]``, one float32
+    (B, 64, 64, 3) image in [-1, 1], in a list like FastGAN's ``[image, image_small]``.
+
+    ``training`` and ``noise_seed`` are accepted for that uniform API; this G has no state or
+    noise that depends on them.
     """
 
     def __init__(self, nz=100, ngf=64, name="ssd_generator", **kwargs):
@@ -120,6 +129,7 @@ class SSDGenerator(keras.Model):
         self.ups = [conv_transpose(c, first=(i == 0), name=f"up_{i}") for i, c in enumerate(widths)]
         self.ups.append(conv_transpose(3, name=f"up_{len(widths)}"))
         self.adains = [AdaIN(c, name=f"adain_{i}") for i, c in enumerate(widths)]
+        _name_for_checkpoints(self, self.mapping + self.ups + self.adains)
 
     def style(self, z):
         """The mapping network: z -> w (each Linear followed by LeakyReLU 0.2)."""
@@ -128,12 +138,12 @@ class SSDGenerator(keras.Model):
             w = L.lrelu(dense(w))
         return w
 
-    def call(self, z, training=True):
+    def call(self, z, training=True, noise_seed=None):
         w = self.style(z)
         x = tf.reshape(z, (-1, 1, 1, self.nz))
         for up, adain in zip(self.ups, self.adains):
             x = tf.nn.relu(adain(up(x), w))
-        return tf.tanh(tf.cast(self.ups[-1](x), "float32"))
+        return [tf.tanh(tf.cast(self.ups[-1](x), "float32"))]
 
     def build_for_restore(self, batch_size=2):
         """Create every variable by one state-free call (do this before restoring a checkpoint)."""
@@ -163,6 +173,7 @@ class SSDDiscriminator(keras.Model):
             )
             for i in (1, 2, 3)
         ]
+        _name_for_checkpoints(self, self.convs + self.bns[1:])
 
     def call(self, images, training=True):
         x = images
