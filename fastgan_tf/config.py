@@ -22,6 +22,7 @@ RECON_LOSSES = ("lpips", "l1", "mse")
 PRECISION_MODES = ("auto", "on", "off")
 AUGMENT_OPS = ("color", "translation", "cutout")
 FID_BACKBONES = ("keras", "standard")
+MODELS = ("fastgan", "ssd")
 
 
 @dataclass
@@ -33,6 +34,9 @@ class TrainConfig:
     data_dir: str | None = None  # cache for named datasets; default: FASTGAN_DATA or user cache
     resolution: int = 256
     # Model (defaults are the reference architecture)
+    model: str = "fastgan"  # or "ssd", the Spectral Style-DCGAN baseline (64x64)
+    sle: bool = True  # skip-layer excitation in G (False: the paper's ablation)
+    decoders: bool = True  # D's self-supervised decoders (False: the paper's ablation)
     ngf: int = 64
     ndf: int = 64
     nz: int = 256
@@ -51,6 +55,7 @@ class TrainConfig:
     sample_every: int = 10  # epochs
     checkpoint_every: int = 10  # epochs; Ctrl-C and the end of training always save too
     keep_checkpoints: int = 2
+    max_nan_retries: int = 3  # rollbacks to the same checkpoint after a NaN/Inf before stopping
     log_every: int = 10  # steps between metrics.jsonl / TensorBoard lines
     # FID/KID of the EMA generator during training; the best one is kept in <run>/best/
     fid_every: int = 50  # epochs; 0 turns it off
@@ -74,7 +79,7 @@ class TrainConfig:
 # Everything else (epochs, cadences, xla, determinism, paths) may change between invocations.
 # The dataset is compared by content fingerprint, not by the string the user typed.
 STATE_KEYS = (
-    "resolution", "ngf", "ndf", "nz", "output_tanh", "recon_loss", "augment",
+    "model", "sle", "decoders", "resolution", "ngf", "ndf", "nz", "output_tanh", "recon_loss", "augment",
     "batch_size", "lr", "beta1", "beta2", "ema_decay", "seed", "mixed_precision",
 )
 
@@ -136,6 +141,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if not cfg.dataset:
         bad("no dataset given: pass --dataset PATH_OR_NAME (a folder of images, a .zip, a known "
             "name such as obama, or 'demo')")
+    if cfg.model not in MODELS:
+        bad(f"--model {cfg.model!r} is not one of {', '.join(MODELS)}")
+    if cfg.model == "ssd":
+        _check_ssd(cfg)
     if cfg.resolution not in RESOLUTIONS:
         bad(f"--resolution {cfg.resolution} is not supported; choose one of "
             f"{', '.join(map(str, RESOLUTIONS))}")
@@ -158,6 +167,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
                 f"got {getattr(cfg, name)}")
     if cfg.fid_backbone not in FID_BACKBONES:
         bad(f"--fid-backbone {cfg.fid_backbone!r} is not one of {', '.join(FID_BACKBONES)}")
+    if cfg.max_nan_retries < 0:
+        bad(f"max_nan_retries must be 0 (stop at the first NaN) or more, got {cfg.max_nan_retries}")
     if cfg.fid_every < 0:
         bad(f"fid_every must be 0 (off) or a number of epochs, got {cfg.fid_every}")
     if cfg.fid_samples < 2:
@@ -172,13 +183,31 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
+def _check_ssd(cfg: TrainConfig) -> None:
+    """The SSD baseline is a fixed 64x64 DCGAN: options that only FastGAN has are errors."""
+    if cfg.resolution != 64:
+        raise UserError(f"--model ssd generates 64x64 images; drop --resolution {cfg.resolution} "
+                        "or use --model fastgan")
+    for name, value in (("--no-sle", not cfg.sle), ("--no-decoders", not cfg.decoders),
+                        ("--output-tanh", cfg.output_tanh is not None)):
+        if value:
+            raise UserError(f"{name} applies to --model fastgan only; the SSD baseline has no "
+                            "such part")
+
+
 def resolve(overrides: dict[str, Any], config_file: Path | None = None,
-            presets: dict[str, Any] | None = None) -> TrainConfig:
-    """Merge defaults < presets < YAML file < explicit overrides, then validate."""
+            presets: dict[str, Any] | None = None,
+            model_presets: dict[str, Any] | None = None) -> TrainConfig:
+    """Merge defaults < model preset < dataset preset < YAML file < overrides, then validate.
+
+    `model_presets` and `presets` map a model name and a dataset name to the settings it brings.
+    """
     values: dict[str, Any] = {}
     file_values = load_yaml(config_file) if config_file else {}
     check_keys(overrides, "command line")
+    model = overrides.get("model", file_values.get("model", "fastgan"))
     dataset = overrides.get("dataset", file_values.get("dataset", ""))
+    values.update((model_presets or {}).get(model, {}))
     values.update((presets or {}).get(dataset, {}))
     values.update(file_values)
     values.update(overrides)

@@ -178,10 +178,12 @@ def save_interpolation(generator, out_dir: Path, keyframes: int = 4, frames: int
 
 
 def check_style_mix(generator) -> None:
-    if generator.resolution < MIX_RESOLUTION or not generator.use_sle:
-        raise UserError(f"--style-mix needs a generator of {MIX_RESOLUTION}px or more with SLE "
-                        f"gates (this one is {generator.resolution}px): it swaps the gates "
-                        "se_128 and up, which smaller models do not have")
+    """Style mixing needs FastGAN's SLE gates after feat_64 (other models have none)."""
+    resolution = getattr(generator, "resolution", 0)
+    if resolution < MIX_RESOLUTION or not getattr(generator, "use_sle", False):
+        raise UserError(f"--style-mix needs a FastGAN generator of {MIX_RESOLUTION}px or more "
+                        f"with SLE gates (this one: {type(generator).__name__}, {resolution}px): "
+                        "it swaps the gates se_128 and up, which other models do not have")
 
 
 def early_features(generator, z, noise_seed) -> dict:

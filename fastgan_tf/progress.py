@@ -134,7 +134,10 @@ class ProgressBar:
     def format_line(self, now: float | None = None) -> str:
         elapsed = (time.monotonic() if now is None else now) - self.start
         rate = self.n / elapsed if elapsed > 0 else 0.0
-        rate_text = f"{rate:.3g}{self.unit}/s" if rate >= 1 or rate == 0 else f"{1 / rate:.3g}s/{self.unit}"
+        if rate >= 1 or rate == 0:
+            rate_text = f"{rate:.3g}{self.unit}/s"
+        else:  # slow loops read better as seconds per item
+            rate_text = f"{1 / rate:.3g}s/{self.unit}"
         parts = []
         if self.desc:
             parts.append(f"{self.desc}: ")
@@ -169,6 +172,8 @@ class ProgressBar:
             self.stream.flush()
 
 
-def progress(iterable: Iterable, total: int | None = None, desc: str = "", **kwargs: Any) -> ProgressBar:
+def progress(
+    iterable: Iterable, total: int | None = None, desc: str = "", **kwargs: Any
+) -> ProgressBar:
     """`for x in progress(items, total, desc): ...` -> a ProgressBar wrapping `items`."""
     return ProgressBar(iterable, total=total, desc=desc, **kwargs)

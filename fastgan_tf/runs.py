@@ -70,6 +70,9 @@ def checkpoint_prefix(run_dir: Path, which: str = "latest") -> str:
                             "written every --checkpoint-every epochs and on Ctrl-C)")
         return candidates[0]
     path = run_dir / "best" if which == "best" else Path(which)
+    if which == "best" and not path.is_dir():
+        raise UserError(f"{run_dir} has no best model yet: it is written when FID is tracked "
+                        "during training (--fid-every); use --checkpoint latest")
     if path.is_dir():
         prefix = tf.train.latest_checkpoint(str(path))
         if prefix is None and which == "best":

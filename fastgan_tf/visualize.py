@@ -35,7 +35,8 @@ def make_grid(images, nrow: int | None = None, padding: int = 2, pad_value: int 
     n, h, w, _ = images.shape
     ncol = min(nrow or math.ceil(math.sqrt(n)), n)
     nrows = math.ceil(n / ncol)
-    grid = np.full((nrows * (h + padding) + padding, ncol * (w + padding) + padding, 3), pad_value, np.uint8)
+    height, width = nrows * (h + padding) + padding, ncol * (w + padding) + padding
+    grid = np.full((height, width, 3), pad_value, np.uint8)
     for i, image in enumerate(images):
         top = padding + (i // ncol) * (h + padding)
         left = padding + (i % ncol) * (w + padding)

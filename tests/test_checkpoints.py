@@ -52,9 +52,10 @@ def test_write_failure_keeps_previous_and_says_so(tmp_path, monkeypatch):
     def full_disk(*a, **k):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(ck.manager, "save", full_disk)
+    monkeypatch.setattr(ck.checkpoint, "write", full_disk)
     with pytest.raises(UserError, match="No space left on device.*ckpt-1.*intact"):
         ck.save(2)
+    assert ck.latest.endswith("ckpt-1") and ck.restore_latest().path.endswith("ckpt-1")
 
 
 def test_second_lock_is_refused_and_released_when_holder_dies(tmp_path):

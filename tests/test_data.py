@@ -18,7 +18,12 @@ from fastgan_tf.data.images import (
     load_images,
     open_rgb,
 )
-from fastgan_tf.data.pipeline import epoch_plan, images_variable, make_epoch_dataset, steps_per_epoch
+from fastgan_tf.data.pipeline import (
+    epoch_plan,
+    images_variable,
+    make_epoch_dataset,
+    steps_per_epoch,
+)
 from fastgan_tf.errors import UserError
 from fastgan_tf.progress import ProgressBar, progress
 from fastgan_tf.visualize import make_grid, save_image_grid
@@ -65,8 +70,6 @@ def folder(tmp_path):
     _exif_rotated_jpeg(root / "rotated.jpeg")
     # broken or unusable
     (root / "zero.jpg").write_bytes(b"")
-    good_png = io.BytesIO()
-    Image.new("RGB", (64, 64), RED).save(good_png, format="PNG")
     noise = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
     buf = io.BytesIO()
     noise.save(buf, format="PNG")
@@ -84,7 +87,12 @@ GOOD = [
     "a/red.PNG", "b/c/green.JpG", "blue.webp", "cmyk.jpg", "dark.bmp", "grey.png", "i16.png",
     "la.png", "palette.png", "rgba.png", "rotated.jpeg",
 ]
-BAD = {"text.jpg": "not an image", "tiny.png": "too small", "truncated.png": "truncated", "zero.jpg": "empty"}
+BAD = {
+    "text.jpg": "not an image",
+    "tiny.png": "too small",
+    "truncated.png": "truncated",
+    "zero.jpg": "empty",
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -216,7 +224,8 @@ def test_cache_hit_skips_decoding_and_change_invalidates(folder, tmp_path, monke
     cache = tmp_path / "cache"
     calls = []
     real = images_mod.load_image
-    monkeypatch.setattr(images_mod, "load_image", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    counting = lambda *a, **k: calls.append(a[0]) or real(*a, **k)  # noqa: E731
+    monkeypatch.setattr(images_mod, "load_image", counting)
 
     first = load_images(folder, 16, cache_dir=cache, progress=False)
     assert len(calls) == len(GOOD) + len(BAD) and not first.from_cache
@@ -332,7 +341,8 @@ def test_images_variable_is_created_once_on_cpu():
 
 def test_steps_per_epoch_and_batch_larger_than_dataset():
     assert steps_per_epoch(10, 3) == 3
-    with pytest.raises(UserError, match="Batch size 8 is larger than the dataset \\(5 images\\).*--batch-size 5"):
+    message = r"Batch size 8 is larger than the dataset \(5 images\).*--batch-size 5"
+    with pytest.raises(UserError, match=message):
         steps_per_epoch(5, 8)
     with pytest.raises(UserError):
         make_epoch_dataset(_numbered_images(5), 8, seed=0, epoch=0)
@@ -378,7 +388,8 @@ def test_progress_bar_tty_redraws_and_log_interval():
     tty = _FakeTTY()
     for _ in progress(range(5), desc="x", stream=tty, min_interval=0):
         pass
-    assert tty.getvalue().count("\r") >= 5 and tty.getvalue().endswith("\n") and "5/5" in tty.getvalue()
+    drawn = tty.getvalue()
+    assert drawn.count("\r") >= 5 and drawn.endswith("\n") and "5/5" in drawn
     log = io.StringIO()
     with ProgressBar(total=3, stream=log, log_interval=0) as bar:
         for _ in range(3):

@@ -15,7 +15,7 @@ class ArgumentParser(argparse.ArgumentParser):
     """argparse, but a bad command line is one line on stderr and exit code 2 (no usage dump)."""
 
     def error(self, message: str):
-        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
 
 
 def quiet_tensorflow() -> None:
@@ -36,8 +36,18 @@ def run_cli(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace],
     try:
         return run(args)
     except UserError as e:
-        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        print(f"{parser.prog}: error: {one_line(e)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as e:  # a full disk or a forbidden folder that no code path anticipated
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        print(f"{parser.prog}: error: {where}{e.strerror or e}; free disk space or fix "
+              "permissions, then re-run the same command", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"\n{parser.prog}: interrupted; the last saved checkpoint is intact.", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def one_line(message: object) -> str:
+    """Errors are promised to be one line: fold any newline a message picked up on the way."""
+    return " ".join(str(message).split())

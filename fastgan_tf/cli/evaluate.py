@@ -45,22 +45,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="save the generator as a SavedModel (+ Keras weights) to DIR")
 
     w = p.add_argument_group("which generator")
-    w.add_argument("--run", type=Path, help="run folder (or its name under --out); default: "
+    w.add_argument("--run", type=Path, metavar="DIR", help="run folder (or its name under --out); default: "
                    "the most recently active run")
-    w.add_argument("--out", type=Path, default=Path("checkpoints"),
+    w.add_argument("--out", type=Path, default=Path("checkpoints"), metavar="DIR",
                    help="folder holding runs, as in train.py; default checkpoints/")
-    w.add_argument("--checkpoint", default="latest",
+    w.add_argument("--checkpoint", default="latest", metavar="WHICH",
                    help="latest (default), best (lowest FID during training) or a checkpoint path")
 
     s = p.add_argument_group("sampling")
-    s.add_argument("--seed", type=int, default=0, help="seed for latents and noise; default 0")
-    s.add_argument("--batch-size", type=_positive, default=16,
+    s.add_argument("--seed", type=int, default=0, metavar="N", help="seed for latents and noise; default 0")
+    s.add_argument("--batch-size", type=_positive, default=16, metavar="N",
                    help="images per generator/Inception batch; default 16 (fits 4 GB)")
     s.add_argument("--truncation", type=float, metavar="PSI",
                    help="redraw latent entries with |z| > PSI (BigGAN truncation); not for FID/KID")
     s.add_argument("--output-dir", type=Path, metavar="DIR",
                    help="where pictures go; default <run>/generated/")
-    s.add_argument("--frames", type=_positive, default=16,
+    s.add_argument("--frames", type=_positive, default=16, metavar="N",
                    help="--interpolate: frames per segment; default 16")
     s.add_argument("--interpolation", choices=("slerp", "linear"), default="slerp",
                    help="--interpolate: spherical (default) or linear")
@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--nearest: training images per sample; default 3")
 
     m = p.add_argument_group("metrics")
-    m.add_argument("--num-samples", type=_positive, default=5000,
+    m.add_argument("--num-samples", type=_positive, default=5000, metavar="N",
                    help="generated samples for FID/KID; default 5000 (vs the whole training set)")
     m.add_argument("--backbone", choices=("keras", "standard"),
                    help="keras InceptionV3 or the standard 2015 Inception of the papers; "
@@ -95,6 +95,8 @@ def _chosen_action(args: argparse.Namespace) -> str:
         names = " and ".join("--fid/--kid" if c == "metrics" else "--" + c.replace("_", "-")
                              for c in chosen)
         raise UserError(f"one action per call, got {names} (only --fid and --kid go together)")
+    if chosen[0] == "metrics" and args.num_samples < 2:
+        raise UserError(f"--num-samples must be at least 2 for FID/KID, got {args.num_samples}")
     if chosen[0] == "metrics" and args.truncation is not None:
         raise UserError("--truncation does not apply to --fid/--kid: they score the plain "
                         "N(0, I) generator")
@@ -188,7 +190,7 @@ def _metrics(args, run, loaded, info) -> dict:
     return record
 
 
-def _metrics_line(r: dict) -> str:
+def metrics_line(r: dict) -> str:
     scores = []
     if "fid" in r:
         scores.append(f"FID {r['fid']:.2f}")
@@ -281,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         info = _provenance(run_dir, loaded, args.checkpoint)
         if action == "metrics":
             record = _metrics(args, run_dir, loaded, info)
-            _emit(args, record, _metrics_line(record))
+            _emit(args, record, metrics_line(record))
             return 0
         if action == "export":
             _emit(args, *_export(args, loaded, info))

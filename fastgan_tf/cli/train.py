@@ -40,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mixed-precision", choices=("auto", "on", "off"),
                    help="float16 compute; auto = on for CUDA GPUs of compute capability >= 7.0")
     p.add_argument("--xla", action="store_true", help="compile the training step with XLA")
+    p.add_argument("--model", choices=("fastgan", "ssd"),
+                   help="fastgan (default) or ssd, the Spectral Style-DCGAN 64x64 baseline")
+    p.add_argument("--no-sle", dest="sle", action="store_false",
+                   help="ablation: no skip-layer excitation in the generator")
+    p.add_argument("--no-decoders", dest="decoders", action="store_false",
+                   help="ablation: no self-supervised decoders in the discriminator")
     p.add_argument("--ngf", type=int, help="generator width; default 64")
     p.add_argument("--ndf", type=int, help="discriminator width; default 64")
     p.add_argument("--nz", type=int, help="latent size; default 256")
@@ -50,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, help="epochs between checkpoints; default 10")
     p.add_argument("--keep-checkpoints", type=int, help="checkpoints kept; default 2")
     p.add_argument("--log-every", type=int, help="steps between metrics.jsonl lines; default 10")
+    p.add_argument("--max-nan-retries", type=int,
+                   help="rollbacks to the last good checkpoint after a NaN/Inf before training "
+                        "stops; default 3")
     p.add_argument("--fid-every", type=int,
                    help="epochs between FID/KID of the EMA generator (best kept in best/); 0 = off; "
                         "default 50")
@@ -68,13 +77,14 @@ def main(argv: list[str] | None = None) -> int:
     def run(args: argparse.Namespace) -> int:
         from fastgan_tf import config
         from fastgan_tf.training import train
-        from fastgan_tf.training.dataset import PRESETS
+        from fastgan_tf.training.dataset import PRESETS, model_presets
 
         options = vars(args)
         config_file = options.pop("config", None)
         fresh = options.pop("fresh", False)
         dry_run = options.pop("dry_run", False)
-        cfg = config.resolve(options, config_file=config_file, presets=PRESETS)
+        cfg = config.resolve(options, config_file=config_file, presets=PRESETS,
+                             model_presets=model_presets())
         return train(cfg, fresh=fresh, dry_run=dry_run)
 
     return run_cli(build_parser(), run, argv)

@@ -21,7 +21,8 @@ _DARK = np.array([0.13, 0.10, 0.10])
 def _draw_face(rng: np.random.Generator, y: np.ndarray, x: np.ndarray) -> np.ndarray:
     """One face on the unit square; `y`, `x` are the (S, S) pixel-centre coordinates."""
     background = rng.uniform(0.86, 0.97) + rng.uniform(-0.03, 0.03, size=3)
-    face = np.array(colorsys.hsv_to_rgb(rng.uniform(), rng.uniform(0.5, 0.85), rng.uniform(0.75, 0.95)))
+    hue, saturation, value = rng.uniform(), rng.uniform(0.5, 0.85), rng.uniform(0.75, 0.95)
+    face = np.array(colorsys.hsv_to_rgb(hue, saturation, value))
     r = rng.uniform(0.27, 0.40)
     margin = 0.04
     cx, cy = rng.uniform(r + margin, 1 - r - margin, size=2)
@@ -30,7 +31,7 @@ def _draw_face(rng: np.random.Generator, y: np.ndarray, x: np.ndarray) -> np.nda
     img[:] = background
     img[(x - cx) ** 2 + (y - cy) ** 2 <= r**2] = face
 
-    eye_dx, eye_dy, eye_r = r * rng.uniform(0.30, 0.40), r * rng.uniform(0.20, 0.30), r * rng.uniform(0.09, 0.13)
+    eye_dx, eye_dy, eye_r = r * rng.uniform([0.30, 0.20, 0.09], [0.40, 0.30, 0.13])
     for side in (-1, 1):
         img[(x - cx - side * eye_dx) ** 2 + (y - cy + eye_dy) ** 2 <= eye_r**2] = _DARK
 
@@ -45,7 +46,7 @@ def _draw_face(rng: np.random.Generator, y: np.ndarray, x: np.ndarray) -> np.nda
 def make_demo_images(num_images: int = 256, resolution: int = 64, seed: int = 0) -> np.ndarray:
     """uint8 (N, R, R, 3) smiley faces; the same seed always gives the same images."""
     if num_images < 1 or resolution < 4:
-        raise ValueError(f"need num_images >= 1 and resolution >= 4, got {num_images}, {resolution}")
+        raise ValueError(f"need num_images >= 1 and resolution >= 4, got {num_images} {resolution}")
     supersample = 4
     size = resolution * supersample
     coords = (np.arange(size) + 0.5) / size

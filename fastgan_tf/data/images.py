@@ -151,7 +151,8 @@ def _cmyk_to_rgb(img: Image.Image) -> Image.Image:
             from PIL import ImageCms
 
             src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-            return ImageCms.profileToProfile(img, src, ImageCms.createProfile("sRGB"), outputMode="RGB")
+            srgb = ImageCms.createProfile("sRGB")
+            return ImageCms.profileToProfile(img, src, srgb, outputMode="RGB")
         except Exception:  # missing littlecms or a broken profile: fall back to PIL's formula
             pass
     return img.convert("RGB")
@@ -194,7 +195,8 @@ def open_rgb(
         with Image.open(path) as img:
             width, height = img.size
             if min(width, height) < min_size:
-                raise BadImageError(path, f"too small ({width}x{height} px, min_size is {min_size})")
+                size = f"{width}x{height} px"
+                raise BadImageError(path, f"too small ({size}, min_size is {min_size})")
             if draft_size is not None and img.format == "JPEG":
                 img.draft(img.mode, draft_size)
             img.load()
@@ -206,7 +208,8 @@ def open_rgb(
     except BadImageError:
         raise
     except UnidentifiedImageError:
-        raise BadImageError(path, "not an image Pillow can read (wrong extension or corrupt)") from None
+        reason = "not an image Pillow can read (wrong extension or corrupt)"
+        raise BadImageError(path, reason) from None
     except Image.DecompressionBombError as e:
         raise BadImageError(path, f"too large to decode safely ({e})") from None
     except (OSError, SyntaxError, EOFError) as e:  # PIL reports broken streams with all three
@@ -435,12 +438,15 @@ def load_images(
             return cached
 
     show = progress and len(files) > PROGRESS_MIN_FILES
+    desc = f"decoding {root.name or root}"
     images, kept, skipped = _decode_all(
-        files, int(resolution), background, crop, min_size, show, workers, f"decoding {root.name or root}"
+        files, int(resolution), background, crop, min_size, show, workers, desc
     )
     if not kept:
         examples = "; ".join(f"{p.name}: {r}" for p, r in skipped[:3])
-        raise UserError(f"No usable images in {root}: all {len(files)} image files were skipped ({examples})")
+        raise UserError(
+            f"No usable images in {root}: all {len(files)} image files were skipped ({examples})"
+        )
     result = ImageSet(images, kept, skipped, root)
     if key is not None and _write_cache(Path(cache_dir), key, result):
         # Swap the in-RAM array for a memmap of what was just written: same pixels, and the

@@ -19,6 +19,13 @@ DEMO = "demo"
 PRESETS = {DEMO: {**DEMO_DEFAULTS, "ema_decay": 0.99}}
 
 
+def model_presets() -> dict:
+    """Settings a model brings with it: SSD's paper values (no EMA: decay 0 copies G)."""
+    from fastgan_tf.models.ssd import SSD_DEFAULTS
+
+    return {"ssd": {**SSD_DEFAULTS, "ema_decay": 0.0}}
+
+
 @dataclass
 class TrainingImages:
     """The decoded training set and what the run needs to know about it."""

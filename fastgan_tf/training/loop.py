@@ -12,6 +12,13 @@ A run folder holds everything about one run::
 Re-running the same command finds the folder and resumes from its newest good checkpoint,
 mid-epoch if the last save was mid-epoch: epochs are shuffled from (seed, epoch), so the
 remaining batches of an epoch are known.
+
+Faults (see RELIABILITY.md): a fresh run saves `ckpt-0` before its first step, so there is always
+a checkpoint to go back to. A NaN/Inf loss rolls back to the newest good checkpoint and retries
+differently (training/recovery.py), at most `max_nan_retries` times per checkpoint; weights are
+checked to be finite before every checkpoint, so none holds NaNs. A checkpoint that cannot be
+written stops training with the reason (the previous one is intact); sample grids, metrics and
+FID that cannot be written only warn: the run goes on as long as it can checkpoint.
 """
 
 from __future__ import annotations
@@ -28,7 +35,13 @@ import numpy as np
 import tensorflow as tf
 
 from fastgan_tf import config as config_lib
-from fastgan_tf.checkpoints import Checkpoints, RunLock
+from fastgan_tf.checkpoints import (
+    Checkpoints,
+    Restored,
+    RunLock,
+    checkpoint_number,
+    reason_of,
+)
 from fastgan_tf.config import TrainConfig
 from fastgan_tf.data import make_epoch_dataset, steps_per_epoch
 from fastgan_tf.errors import UserError
@@ -39,9 +52,11 @@ from fastgan_tf.training.fastgan import FastGAN, build_discriminator, build_gene
 from fastgan_tf.training.fid import FidTracker
 from fastgan_tf.training.logs import RunLog
 from fastgan_tf.training.precision import resolve_mixed_precision, set_policy
+from fastgan_tf.training.recovery import Recovery, vary
 from fastgan_tf.visualize import make_grid, save_image_grid
 
 EXIT_INTERRUPTED = 130
+DONE, STOPPED, ROLLED_BACK = "done", "stopped", "rolled back"
 
 
 def say(message: str) -> None:
@@ -59,7 +74,6 @@ def train(cfg: TrainConfig, fresh: bool = False, dry_run: bool = False) -> int:
     run_dir = run_directory(cfg, data.name)
     if dry_run:
         return dry_run_report(cfg, data, run_dir)
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
     with RunLock(run_dir.parent / f".{run_dir.name}.lock"):
         if fresh and run_dir.exists():
             moved = _move_aside(run_dir)
@@ -108,8 +122,38 @@ def _check_recon_weights(cfg: TrainConfig) -> None:
 def _move_aside(run_dir: Path) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     target = run_dir.with_name(f"{run_dir.name}.old-{stamp}")
-    run_dir.rename(target)
+    try:
+        run_dir.rename(target)
+    except OSError as e:
+        raise UserError(f"--fresh: cannot move {run_dir} aside to {target.name}: {reason_of(e)}; "
+                        "nothing was changed") from None
     return target
+
+
+def _write_or_stop(path: Path, write) -> None:
+    """Write a file training cannot go on without; a failure is a one-line error."""
+    try:
+        write()
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {reason_of(e)}; free disk space or fix "
+                        "permissions, then re-run the same command (nothing else was changed)") \
+            from None
+
+
+def _finite_checker(trackables: dict):
+    """A compiled check that every float variable of the checkpointed state is finite."""
+    variables = []
+    for obj in trackables.values():
+        for v in getattr(obj, "variables", None) or ([obj] if isinstance(obj, tf.Variable) else []):
+            if "float" in str(v.dtype):
+                variables.append(v)
+
+    @tf.function
+    def all_finite():
+        return tf.reduce_all(tf.stack([tf.reduce_all(tf.math.is_finite(tf.convert_to_tensor(v)))
+                                       for v in variables]))
+
+    return lambda: bool(all_finite())
 
 
 class GracefulStop:
@@ -145,6 +189,7 @@ class Trainer:
         self.data = data
         self.run_dir = run_dir
         self.steps_per_epoch = steps_per_epoch(len(data.images), cfg.batch_size)
+        self._failing: set[str] = set()  # best-effort writes that are failing (warned once)
 
     # ----------------------------------------------------------------------------- setup
     def _reconcile_config(self) -> None:
@@ -166,12 +211,16 @@ class Trainer:
     def _check_dataset(self) -> None:
         info_path = self.run_dir / "dataset.json"
         if info_path.exists():
-            before = json.loads(info_path.read_text(encoding="utf-8")).get("fingerprint")
+            try:
+                before = json.loads(info_path.read_text(encoding="utf-8")).get("fingerprint")
+            except (OSError, ValueError, AttributeError):
+                before = None
             if before != self.data.fingerprint:
                 say(f"warning: the images of {self.cfg.dataset} changed since this run started; "
                     "training continues on the current files (resume is no longer bit-exact)")
         summary = dict(self.data.summary, fingerprint=self.data.fingerprint)
-        atomic_write_text(info_path, json.dumps(summary, indent=2))
+        self._best_effort(info_path.name, atomic_write_text, info_path,
+                          json.dumps(summary, indent=2))
 
     def _setup(self) -> None:
         cfg = self.cfg
@@ -180,37 +229,65 @@ class Trainer:
         if cfg.deterministic:
             tf.config.experimental.enable_op_determinism()
         set_policy(cfg.mixed_precision == "on")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        _write_or_stop(self.run_dir, lambda: self.run_dir.mkdir(parents=True, exist_ok=True))
         _check_recon_weights(cfg)
         from fastgan_tf.losses import reconstruction_loss
 
         recon = reconstruction_loss(cfg.recon_loss, vgg_weights=cfg.vgg_weights or "imagenet")
         self.gan = FastGAN(cfg, recon, mixed=cfg.mixed_precision == "on")
-        self.checkpoints = Checkpoints(self.run_dir / "ckpt", cfg.keep_checkpoints,
-                                       **self.gan.trackables())
+        trackables = self.gan.trackables()
+        self.checkpoints = Checkpoints(self.run_dir / "ckpt", cfg.keep_checkpoints, **trackables)
+        self.all_finite = _finite_checker(trackables)
         self.log = RunLog(self.run_dir)
         self.fid = FidTracker(self.run_dir, self.gan, self.data.images, self.data.fingerprint,
                               cfg.fid_samples, cfg.fid_backbone, cfg.inception_weights)
-        self._resume()
-        config_lib.save(cfg, self.run_dir / "config.yaml")
+        self.recovery = Recovery.load(self.run_dir)
+        fresh = self._resume()
+        config_path = self.run_dir / "config.yaml"
+        _write_or_stop(config_path, lambda: config_lib.save(cfg, config_path))
         self._check_dataset()
+        if fresh:  # a checkpoint to roll back to from the very first step
+            self.checkpoints.save(0)
 
-    def _resume(self) -> None:
-        restored = self.checkpoints.restore_latest()
-        for path, reason in restored.skipped:
-            say(f"warning: checkpoint {path} could not be restored ({reason}); it is kept, and "
-                "the previous one is used")
-        if restored.path is None and restored.skipped:
-            raise UserError(
-                f"no checkpoint in {self.checkpoints.directory} could be restored; the files are "
-                "kept. Start over with --fresh (the old run is moved aside)")
+    def _resume(self) -> bool:
+        """Restore the newest good checkpoint; True when the run starts from scratch."""
+        leftovers = self.checkpoints.tidy()
+        if leftovers:
+            say(f"Removed what an interrupted checkpoint write left in {self.checkpoints.directory}"
+                f": {', '.join(leftovers)}")
+        restored = self._restore_newest()
         if restored.path is None:
             say(f"Starting a new run in {self.run_dir}")
-            return
+            return True
         step, epoch = int(self.gan.step.numpy()), int(self.gan.epoch.numpy())
         say(f"Resuming {self.run_dir} from {Path(restored.path).name} "
             f"(epoch {epoch}, batch {int(self.gan.batch_in_epoch.numpy())}, step {step})")
-        self.log.forget_after(step)
+        attempt = self.recovery.pending_for(checkpoint_number(restored.path))
+        if attempt > self.cfg.max_nan_retries:
+            raise UserError(self._gave_up("this run hit NaN/Inf", Path(restored.path).name))
+        if attempt:
+            changes = vary(self.gan, self.cfg.seed, checkpoint_number(restored.path), attempt)
+            say(f"Re-applying NaN recovery attempt {attempt} ({', '.join(changes)}; see "
+                f"{self.recovery.path.name})")
+        self._best_effort("metrics.jsonl", self.log.forget_after, step)
+        return False
+
+    def _restore_newest(self) -> Restored:
+        """Restore the newest good checkpoint; broken newer ones are moved to ckpt/broken/."""
+        restored = self.checkpoints.restore_latest()
+        if restored.path is None and restored.skipped:
+            path, reason = restored.skipped[0]
+            raise UserError(
+                f"no checkpoint in {self.checkpoints.directory} could be restored "
+                f"({Path(path).name}: {reason}); the files are kept. Start over with --fresh "
+                "(the old run is moved aside)")
+        if restored.skipped:
+            broken = self.checkpoints.set_aside([path for path, _ in restored.skipped])
+            for path, reason in restored.skipped:
+                say(f"warning: checkpoint {Path(path).name} could not be restored ({reason}); it "
+                    f"was moved to {broken} (not deleted), and {Path(restored.path).name} is "
+                    "used instead")
+        return restored
 
     # ----------------------------------------------------------------------------- loop
     def run(self) -> int:
@@ -225,11 +302,13 @@ class Trainer:
             f"{cfg.batch_size}, {self.steps_per_epoch} steps/epoch, epochs {start_epoch}->"
             f"{cfg.epochs}, mixed precision {cfg.mixed_precision}, recon {cfg.recon_loss}")
         with GracefulStop() as stop:
-            for epoch in range(start_epoch, cfg.epochs):
-                if not self._run_epoch(epoch, stop):
-                    self._save()
-                    say(f"Saved; re-run the same command to resume from step {int(gan.step.numpy())}.")
+            while (epoch := int(gan.epoch.numpy())) < cfg.epochs:
+                outcome = self._run_epoch(epoch, stop)
+                if outcome == STOPPED:
+                    self._save_on_stop()
                     return EXIT_INTERRUPTED
+                if outcome == ROLLED_BACK:
+                    continue
                 gan.epoch.assign_add(1)
                 gan.batch_in_epoch.assign(0)
                 self._end_of_epoch(epoch + 1)
@@ -237,53 +316,130 @@ class Trainer:
         say(f"Done: {cfg.epochs} epochs. Samples in {self.run_dir / 'samples'}.")
         return 0
 
-    def _run_epoch(self, epoch: int, stop: GracefulStop) -> bool:
-        """Train the remaining batches of `epoch`; False if a stop was requested."""
+    def _train_step(self, real) -> dict[str, float]:
+        """One compiled training step; its losses as Python floats (fault injection wraps this)."""
+        return {k: float(v) for k, v in self.gan.train_step(real).items()}
+
+    def _run_epoch(self, epoch: int, stop: GracefulStop) -> str:
+        """Train the remaining batches of `epoch`: DONE, STOPPED (Ctrl-C) or ROLLED_BACK (NaN)."""
         cfg, gan = self.cfg, self.gan
         done = int(gan.batch_in_epoch.numpy())
         batches = make_epoch_dataset(self.data.images, cfg.batch_size, cfg.seed, epoch,
                                      skip_batches=done)
         started = time.perf_counter()
         sums: dict[str, float] = {}
-        bar = progress(batches, total=self.steps_per_epoch - done,
-                       desc=f"epoch {epoch + 1}/{cfg.epochs}")
-        for real in bar:
-            if stop.requested:
-                return False
-            stats = {k: float(v) for k, v in gan.train_step(real).items()}
-            self._check_finite(stats, epoch)
-            for k, v in stats.items():
-                sums[k] = sums.get(k, 0.0) + v
-            bar.set_postfix(d=stats["d_loss"], g=stats["g_loss"], rec=stats["recon"])
-            step = int(gan.step.numpy())
-            if step % cfg.log_every == 0:
-                self.log.write(dict(kind="step", step=step, epoch=epoch, **stats))
+        trained = 0
+        bad, index = [], done
+        with progress(batches, total=self.steps_per_epoch - done,
+                      desc=f"epoch {epoch + 1}/{cfg.epochs}") as bar:
+            for index, real in enumerate(bar, start=done):
+                if stop.requested:
+                    return STOPPED
+                if (epoch, index) in self.recovery.skip:
+                    gan.batch_in_epoch.assign_add(1)  # a batch that once produced a NaN
+                    continue
+                stats = self._train_step(real)
+                bad = [k for k, v in stats.items() if not np.isfinite(v)]
+                if bad:
+                    break
+                trained += 1
+                for k, v in stats.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                bar.set_postfix(d=stats["d_loss"], g=stats["g_loss"], rec=stats["recon"])
+                step = int(gan.step.numpy())
+                if step % cfg.log_every == 0:
+                    self._best_effort("metrics.jsonl", self.log.write,
+                                      dict(kind="step", step=step, epoch=epoch, **stats))
+        if bad:  # after the progress bar closed, so that the warning is the last line
+            self._roll_back(f"non-finite {', '.join(bad)}", epoch, index)
+            return ROLLED_BACK
         if stop.requested:
-            return False
-        count = max(self.steps_per_epoch - done, 1)
-        self.log.write(dict(kind="epoch", step=int(gan.step.numpy()), epoch=epoch + 1,
-                            seconds=time.perf_counter() - started,
-                            **{k: v / count for k, v in sums.items()}), prefix="epoch")
-        return True
+            return STOPPED
+        count = max(trained, 1)
+        self._best_effort("metrics.jsonl", self.log.write,
+                          dict(kind="epoch", step=int(gan.step.numpy()), epoch=epoch + 1,
+                               seconds=time.perf_counter() - started,
+                               **{k: v / count for k, v in sums.items()}), "epoch")
+        return DONE
 
-    def _check_finite(self, stats: dict, epoch: int) -> None:
-        bad = [k for k, v in stats.items() if not np.isfinite(v)]
-        if bad:
-            latest = self.checkpoints.manager.latest_checkpoint or "none"
-            raise UserError(
-                f"non-finite {', '.join(bad)} at step {int(self.gan.step.numpy())} (epoch "
-                f"{epoch + 1}); nothing was saved after it, the last good checkpoint is {latest}. "
-                "Re-run to resume from it, or lower --lr / use --mixed-precision off")
+    # ----------------------------------------------------------------------------- NaN/Inf
+    def _roll_back(self, what: str, epoch: int, batch: int | None) -> None:
+        """Go back to the newest good checkpoint and retry differently, or stop if that failed.
 
+        Raises UserError after `max_nan_retries` rollbacks to the same checkpoint; all
+        checkpoints are left as they are.
+        """
+        cfg, gan = self.cfg, self.gan
+        step = int(gan.step.numpy())
+        where = f"step {step} (epoch {epoch + 1}" + (f", batch {batch + 1})" if batch is not None
+                                                      else ")")
+        restored = self._restore_newest()
+        if restored.path is None:  # cannot happen: every run has ckpt-0 from its first step on
+            raise UserError(f"{what} at {where}, and {self.checkpoints.directory} has no "
+                            "checkpoint to roll back to; start over with --fresh")
+        name, back_to = Path(restored.path).name, checkpoint_number(restored.path)
+        event = dict(step=step, epoch=epoch, batch=batch, problem=what)
+        attempt = self.recovery.record(back_to, event,
+                                       skip=self.recovery.pending_for(back_to) < cfg.max_nan_retries)
+        if attempt > cfg.max_nan_retries:
+            self._best_effort(self.recovery.path.name, self.recovery.save)
+            raise UserError(self._gave_up(f"{what} at {where} again", name))
+        changes = vary(gan, cfg.seed, back_to, attempt)
+        if batch is not None:
+            changes.insert(0, "skipping that batch")
+        self._best_effort(self.recovery.path.name, self.recovery.save)
+        self._best_effort("metrics.jsonl", self.log.forget_after, back_to)
+        say(f"warning: {what} at {where}; rolled back to {name} (attempt {attempt} of "
+            f"{cfg.max_nan_retries}): {', '.join(changes)}")
+
+    def _gave_up(self, what: str, name: str) -> str:
+        retries = self.cfg.max_nan_retries
+        return (f"{what} after {retries} rollbacks to {name}, so training stopped; every "
+                f"checkpoint is intact (latest: {name}) and the attempts are in "
+                f"{self.recovery.path}. Try a lower --lr or --mixed-precision off (with --fresh or "
+                f"--run-name NEW), or raise --max-nan-retries / delete {self.recovery.path.name} "
+                "to try again from the same checkpoint")
+
+    # ----------------------------------------------------------------------------- epoch ends
     def _end_of_epoch(self, epochs_done: int) -> None:
         cfg = self.cfg
         last = epochs_done == cfg.epochs
-        if epochs_done % cfg.sample_every == 0 or last:
-            self._write_samples(epochs_done)
-        if cfg.fid_every and (epochs_done % cfg.fid_every == 0 or last):
-            self._track_fid(epochs_done)
-        if epochs_done % cfg.checkpoint_every == 0 or last:
-            self._save()
+        samples = epochs_done % cfg.sample_every == 0 or last
+        fid = cfg.fid_every and (epochs_done % cfg.fid_every == 0 or last)
+        save = epochs_done % cfg.checkpoint_every == 0 or last
+        if (samples or fid or save) and not self.all_finite():
+            self._roll_back("non-finite weights", epochs_done - 1, None)
+            return
+        if samples:
+            self._best_effort("the sample grids", self._write_samples, epochs_done)
+        if fid:
+            self._best_effort("the FID record", self._track_fid, epochs_done)
+        if save:
+            self.checkpoints.save(int(self.gan.step.numpy()))
+
+    def _save_on_stop(self) -> None:
+        """First Ctrl-C: save unless the weights went bad (then the last checkpoint stands)."""
+        step = int(self.gan.step.numpy())
+        if not self.all_finite():
+            say(f"Not saved: the weights are not finite at step {step}; re-run the same command "
+                f"to resume from {Path(self.checkpoints.latest or 'none').name}.")
+            return
+        self.checkpoints.save(step)
+        say(f"Saved; re-run the same command to resume from step {step}.")
+
+    def _best_effort(self, what: str, write, *args) -> bool:
+        """Run a write training can do without; on failure warn (once until it works again)."""
+        try:
+            write(*args)
+        except (OSError, tf.errors.OpError) as e:
+            if what not in self._failing:
+                self._failing.add(what)
+                say(f"warning: could not write {what} at step {int(self.gan.step.numpy())}: "
+                    f"{reason_of(e)}; training goes on (it stops with a message if a checkpoint "
+                    "cannot be written)")
+            return False
+        self._failing.discard(what)
+        return True
 
     def _track_fid(self, epoch: int) -> None:
         record = self.fid.evaluate(epoch, int(self.gan.step.numpy()))
@@ -294,9 +450,6 @@ class Trainer:
         kid = f", KID {record['kid_mean']:.4f}" if "kid_mean" in record else ""
         say(f"epoch {epoch}: FID {record['fid']:.2f}{kid} ({record['backbone']} backbone, "
             f"{record['num_fake']} generated vs {record['num_real']} real){best}")
-
-    def _save(self) -> None:
-        self.checkpoints.save(int(self.gan.step.numpy()))
 
     def _write_samples(self, epoch: int) -> None:
         """PNG grids of the EMA generator on fixed noise and of the decoders' reconstructions."""

@@ -1,0 +1,363 @@
+"""Training survives faults (issue 6): NaN rollback, broken checkpoints, full disks, locks,
+incompatible checkpoints, kills at any instant and Ctrl-C twice.
+
+Faults are injected with fastgan_tf.training.faults (monkeypatching, no hooks in the trainer);
+benchmarks/fault_injection.py runs the long version of these and writes RELIABILITY.md.
+"""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import write_images
+from fastgan_tf.checkpoints import Checkpoints, RunLock, verify
+from fastgan_tf.cli.train import main
+from fastgan_tf.errors import UserError
+from fastgan_tf.training import faults
+from fastgan_tf.training.recovery import retry_seed, vary
+
+REPO = Path(__file__).resolve().parents[1]
+# 16 images, batch 4: 4 steps per epoch, a checkpoint after each epoch (plus ckpt-0).
+TINY = ["--resolution", "64", "--ngf", "16", "--ndf", "16", "--recon-loss", "l1",
+        "--batch-size", "4", "--checkpoint-every", "1", "--log-every", "1", "--fid-every", "0",
+        "--sample-every", "1", "--run-name", "r"]
+
+
+@pytest.fixture
+def train(image_folder, tmp_path, monkeypatch, capsys):
+    """train(epochs, *extra_args, faults=[...]) -> (exit code, stderr); the run is tmp/runs/r."""
+    def run(epochs, *extra, faults_=()):
+        with monkeypatch.context() as m:
+            faults.install(list(faults_), patch=lambda o, n, v: m.setattr(o, n, v, raising=False))
+            code = main(["--dataset", str(image_folder), "--epochs", str(epochs),
+                         "--out", str(tmp_path / "runs"), *TINY, *extra])
+        return code, capsys.readouterr().err
+
+    run.dir = tmp_path / "runs" / "r"
+    return run
+
+
+def listed_numbers(run_dir):
+    return [int(Path(p).name[5:]) for p in Checkpoints(run_dir / "ckpt").listed]
+
+
+def all_listed_readable(run_dir):
+    listed = Checkpoints(run_dir / "ckpt").listed
+    return bool(listed) and all(verify(p) is None for p in listed)
+
+
+def error_line(err):
+    lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def read_tensor(prefix, name):
+    return tf.train.load_checkpoint(str(prefix)).get_tensor(f"{name}/.ATTRIBUTES/VARIABLE_VALUE")
+
+
+# ------------------------------------------------------------------------------- NaN / Inf
+def test_nan_rolls_back_skips_the_batch_and_finishes(train):
+    code, err = train(2, faults_=["nan:batch:1:1"])
+    assert code == 0, err
+    assert "rolled back to ckpt-4 (attempt 1 of 3): skipping that batch, reseeded the noise" in err
+    # epoch 1: steps 1-4, ckpt-4; epoch 2: step 5, NaN on batch 1 -> back to ckpt-4; then
+    # batch 0 (step 5), batch 1 skipped, batches 2-3 (steps 6-7) -> ckpt-7 at the end.
+    assert listed_numbers(train.dir) == [4, 7]
+    final = train.dir / "ckpt" / "ckpt-7"
+    assert read_tensor(final, "epoch") == 2 and read_tensor(final, "batch_in_epoch") == 0
+    reader = tf.train.load_checkpoint(str(final))
+    tensors = [np.asarray(reader.get_tensor(k)) for k in reader.get_variable_to_shape_map()]
+    floats = [t for t in tensors if t.dtype.kind == "f"]
+    assert len(floats) > 50 and all(np.isfinite(t).all() for t in floats)
+    recovery = json.loads((train.dir / "recovery.json").read_text())
+    assert recovery["skip"] == [[1, 1]] and recovery["attempts"] == 1
+    assert recovery["checkpoint"] == 4 and recovery["events"][0]["step"] == 5
+    steps = [json.loads(line)["step"] for line in (train.dir / "metrics.jsonl").open()
+             if '"step"' in line and json.loads(line)["kind"] == "step"]
+    assert steps == list(range(1, 8))  # the lines of the abandoned try were dropped
+
+
+def test_nan_that_keeps_coming_back_stops_after_the_bound(train):
+    code, err = train(3, "--max-nan-retries", "2", faults_=["nan:from:6"])
+    assert code == 2
+    line = error_line(err)
+    assert "at step 6" in line and "after 2 rollbacks to ckpt-4" in line
+    assert "--lr" in line and "recovery.json" in line
+    assert err.count("rolled back to ckpt-4") == 2
+    assert listed_numbers(train.dir) == [0, 4] and all_listed_readable(train.dir)
+    # The bound survives a restart: the same command stops at once, before training.
+    code, err = train(3, "--max-nan-retries", "2")
+    assert code == 2 and "after 2 rollbacks to ckpt-4" in error_line(err)
+    assert "epoch 2/3" not in err
+
+
+def test_retry_changes_are_a_function_of_checkpoint_and_attempt():
+    def fake_gan():
+        opts = [keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam()) for _ in range(2)]
+        for opt in opts:
+            opt.build([keras.Variable(np.zeros(3, np.float32))])
+        return SimpleNamespace(rng=tf.random.Generator.from_seed(5), g_opt=opts[0], d_opt=opts[1])
+
+    gan = fake_gan()
+    changes = vary(gan, seed=3, checkpoint_step=40, attempt=2)
+    assert changes == ["reseeded the noise", "divided the loss scale by 4"]
+    expected = tf.random.Generator.from_seed(retry_seed(3, 40, 2))
+    np.testing.assert_array_equal(gan.rng.state.numpy(), expected.state.numpy())
+    assert float(gan.g_opt.dynamic_scale.numpy()) == 32768.0 / 4
+    assert retry_seed(3, 40, 2) != retry_seed(3, 40, 1) != retry_seed(3, 41, 1)
+
+
+def test_non_finite_weights_are_never_checkpointed(train):
+    """A NaN that shows in the weights but not (yet) in the losses is caught before the save."""
+    original = faults._nan
+
+    def weights_only(patch, *args):  # poison the weights of the last step of epoch 1, quietly
+        from fastgan_tf.training.loop import Trainer
+
+        step = Trainer._train_step
+
+        def poisoned(self, real):
+            stats = step(self, real)
+            if int(self.gan.step.numpy()) == 4 and not hasattr(self, "_poisoned"):
+                self._poisoned = True
+                w = self.gan.generator.trainable_variables[0]
+                w.assign(tf.fill(w.shape, float("inf")))
+            return stats
+
+        patch(Trainer, "_train_step", poisoned)
+
+    faults._nan = weights_only
+    try:
+        code, err = train(1, faults_=["nan:weights"])
+    finally:
+        faults._nan = original
+    assert code == 0, err
+    assert "non-finite weights at step 4 (epoch 1); rolled back to ckpt-0" in err
+    assert listed_numbers(train.dir) == [0, 4] and all_listed_readable(train.dir)
+
+
+# ------------------------------------------------------------------------------- checkpoints
+def test_broken_latest_checkpoint_falls_back_says_so_and_is_kept(train):
+    assert train(2)[0] == 0
+    index = train.dir / "ckpt" / "ckpt-8.index"
+    index.write_bytes(index.read_bytes()[:40])  # garbled by a crash or a bad disk
+    code, err = train(3)
+    assert code == 0, err
+    assert "checkpoint ckpt-8 could not be restored" in err and "ckpt-4 is used instead" in err
+    assert "Resuming" in err and "from ckpt-4" in err
+    broken = train.dir / "ckpt" / "broken"
+    assert sorted(p.name for p in broken.iterdir()) == [
+        "ckpt-8.data-00000-of-00001", "ckpt-8.index"]
+    assert listed_numbers(train.dir) == [8, 12] and all_listed_readable(train.dir)
+
+
+@pytest.mark.parametrize("damage", ["truncate-data", "empty-index", "garble-data", "no-data"])
+def test_every_kind_of_damage_is_detected_and_skipped(tmp_path, damage):
+    v = tf.Variable(np.arange(4096, dtype=np.float32))
+    ck = Checkpoints(tmp_path / "ckpt", keep=3, weights=v)
+    ck.save(1)
+    v.assign(v * 2)
+    ck.save(2)
+    data = tmp_path / "ckpt" / "ckpt-2.data-00000-of-00001"
+    if damage == "truncate-data":
+        data.write_bytes(data.read_bytes()[:100])
+    elif damage == "empty-index":
+        (tmp_path / "ckpt" / "ckpt-2.index").write_bytes(b"")
+    elif damage == "garble-data":
+        raw = bytearray(data.read_bytes())
+        raw[200:260] = os.urandom(60)
+        data.write_bytes(bytes(raw))
+    else:
+        data.unlink()
+    assert verify(str(tmp_path / "ckpt" / "ckpt-2")) is not None
+    w = tf.Variable(np.zeros(4096, np.float32))
+    restored = Checkpoints(tmp_path / "ckpt", keep=3, weights=w).restore_latest()
+    assert restored.path.endswith("ckpt-1") and len(restored.skipped) == 1
+    np.testing.assert_array_equal(w.numpy(), np.arange(4096, dtype=np.float32))
+
+
+def test_rotation_never_lists_a_checkpoint_it_is_deleting(tmp_path, monkeypatch):
+    """Dying after the state update but before the old files are gone leaves a clean list."""
+    v = tf.Variable(np.ones(16, np.float32))
+    ck = Checkpoints(tmp_path / "ckpt", keep=2, weights=v)
+    ck.save(1)
+    ck.save(2)
+
+    def die(self, path):
+        raise SystemExit("killed")
+
+    monkeypatch.setattr(Checkpoints, "_delete", die)
+    with pytest.raises(SystemExit):
+        ck.save(3)
+    assert [Path(p).name for p in ck.listed] == ["ckpt-2", "ckpt-3"]
+    assert all(verify(p) is None for p in ck.listed)
+    assert (tmp_path / "ckpt" / "ckpt-1.index").exists()  # unlisted: harmless, never tried first
+    # Leftovers of interrupted writes are tidied: temp folders and data without an index.
+    (tmp_path / "ckpt" / "ckpt-9_temp").mkdir()
+    (tmp_path / "ckpt" / "ckpt-7.data-00000-of-00001").write_bytes(b"x")
+    assert ck.tidy() == ["ckpt-7.data-00000-of-00001", "ckpt-9_temp"]
+
+
+def test_incompatible_checkpoint_names_the_mismatch(train):
+    assert train(1)[0] == 0
+    code, err = train(2, "--ngf", "32")
+    line = error_line(err)
+    assert code == 2 and "ngf: run has 16, you asked for 32" in line and "--fresh" in line
+    # Without config.yaml (deleted or edited) the checkpoint itself tells the shapes apart.
+    (train.dir / "config.yaml").unlink()
+    code, err = train(2, "--ngf", "32")
+    line = error_line(err)
+    assert code == 2 and "does not fit the model these settings build" in line
+    assert "has shape" in line and "in the checkpoint but" in line and "--fresh" in line
+    assert all_listed_readable(train.dir)  # nothing was touched
+
+
+# ------------------------------------------------------------------------------- full disk
+@pytest.mark.parametrize("code_name, text", [("ENOSPC", "No space left on device"),
+                                             ("EACCES", "Permission denied")])
+def test_failed_checkpoint_write_keeps_the_previous_and_resumes(train, code_name, text):
+    code, err = train(2, faults_=[f"fail:checkpoint:2:{code_name}"])  # ckpt-0 ok, ckpt-4 fails
+    line = error_line(err)
+    assert code == 2 and text in line and "ckpt-4" in line and "(ckpt-0) is intact" in line
+    assert listed_numbers(train.dir) == [0] and all_listed_readable(train.dir)
+    assert not list((train.dir / "ckpt").glob("*_temp"))  # the partial write was cleaned up
+    if code_name == "ENOSPC":  # disk freed: the same command resumes from ckpt-0
+        code, err = train(1)
+        assert code == 0 and "from ckpt-0" in err and listed_numbers(train.dir) == [0, 4]
+
+
+def test_samples_and_metrics_that_cannot_be_written_only_warn(train):
+    code, err = train(2, faults_=["fail:samples:1+:EACCES", "fail:metrics:3+:ENOSPC"])
+    assert code == 0, err
+    assert err.count("warning: could not write the sample grids") == 1
+    assert err.count("warning: could not write metrics.jsonl") == 1
+    assert "Permission denied" in err and "No space left on device" in err
+    assert listed_numbers(train.dir) == [4, 8] and all_listed_readable(train.dir)
+    assert len((train.dir / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+@pytest.mark.parametrize("fault, message", [
+    ("fail:config:1:EACCES", "config.yaml: Permission denied"),
+    ("fail:state:1:ENOSPC", "could not update"),
+])
+def test_failed_setup_writes_are_one_line_errors(train, fault, message):
+    code, err = train(1, faults_=[fault])
+    assert code == 2 and message in error_line(err)
+
+
+# ------------------------------------------------------------------------------- locks
+def test_second_trainer_on_the_same_run_is_refused(train, tmp_path):
+    with RunLock(tmp_path / "runs" / ".r.lock"):
+        code, err = train(1)
+    line = error_line(err)
+    assert code == 2 and "another training uses this run folder" in line
+    assert f"pid {os.getpid()}" in line
+
+
+def test_unwritable_out_folder_is_a_one_line_error(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(UserError, match="cannot create the run lock"):
+        RunLock(tmp_path / "file" / "runs" / ".r.lock").__enter__()
+
+
+# ------------------------------------------------------------------------------- kills
+def _env():
+    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="-1",
+                PYTHONPATH=str(REPO))
+
+
+def _command(data, out, name, *fault_specs):
+    args = ["--dataset", str(data), "--epochs", "4", "--out", str(out), "--run-name", name,
+            "--deterministic", "--seed", "5", "--checkpoint-every", "1", "--sample-every", "1",
+            "--fid-every", "1", "--fid-samples", "8", "--batch-size", "4", "--resolution", "64",
+            "--ngf", "16", "--ndf", "16", "--recon-loss", "l1", "--log-every", "1"]
+    return [sys.executable, "-m", "fastgan_tf.training.faults", "fake-fid", *fault_specs, "--",
+            *args]
+
+
+def _final_state(prefix):
+    reader = tf.train.load_checkpoint(str(prefix))
+    return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
+            if not k.startswith(("save_counter", "_CHECKPOINTABLE"))}
+
+
+def _wait_for(proc, condition, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if condition():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"condition not reached: {proc.communicate()[1][-3000:]}")
+
+
+def _logged_steps(run):
+    try:
+        lines = (run / "metrics.jsonl").read_text().splitlines()
+    except OSError:
+        return []
+    return [r["step"] for r in map(json.loads, filter(None, lines)) if r.get("kind") == "step"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
+def test_kills_at_any_instant_and_ctrl_c_twice_keep_checkpoints_and_bit_exact(tmp_path):
+    """SIGKILL inside a checkpoint write, inside a sample write and at a random moment, then
+    Ctrl-C twice; after each, every listed checkpoint reads, and the finished run equals an
+    uninterrupted one bit for bit. (16 images, batch 4, 4 epochs: checkpoints 0, 4, 8, 12, 16.)
+    """
+    data = write_images(tmp_path / "data", count=16)
+    out, rng = tmp_path / "runs", random.Random(6)
+    env = dict(_env(), FASTGAN_CACHE=str(tmp_path / "cache"))
+    straight = subprocess.Popen(_command(data, out, "straight"), env=env, cwd=REPO,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    run = out / "killed"
+    ckpt = run / "ckpt"
+    # In the 2nd save of a fresh process (ckpt-4), then in the 3rd sample grid of a resumed one
+    # (end of epoch 2, before ckpt-8).
+    for fault in ("kill:save-write:2", "kill:samples:3"):
+        proc = subprocess.run(_command(data, out, "killed", fault), env=env, cwd=REPO,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+        assert all_listed_readable(run)
+    assert listed_numbers(run) == [0, 4]
+    # At a random moment after ckpt-8, from outside.
+    proc = subprocess.Popen(_command(data, out, "killed"), env=env, cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _wait_for(proc, lambda: (ckpt / "ckpt-8.index").exists())
+    time.sleep(rng.uniform(0.0, 2.0))
+    proc.kill()
+    proc.communicate()
+    assert all_listed_readable(run)
+    # Ctrl-C twice in quick succession once training is under way: exit 130 at once.
+    resumed_from = listed_numbers(run)[-1]
+    if resumed_from < 16:
+        proc = subprocess.Popen(_command(data, out, "killed"), env=env, cwd=REPO,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        _wait_for(proc, lambda: any(s > resumed_from + 1 for s in _logged_steps(run)))
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130, err[-2000:]
+        assert "interrupted; the last saved checkpoint is intact" in err
+        assert "Traceback" not in err and all_listed_readable(run)
+    finished = subprocess.run(_command(data, out, "killed"), env=env, cwd=REPO,
+                              capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert straight.wait(timeout=600) == 0, straight.communicate()[1][-2000:]
+    a = _final_state(out / "straight" / "ckpt" / "ckpt-16")
+    b = _final_state(ckpt / "ckpt-16")
+    assert a.keys() == b.keys() and len(a) > 50
+    assert [k for k in a if not np.array_equal(a[k], b[k])] == []
