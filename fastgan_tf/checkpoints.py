@@ -276,7 +276,7 @@ class Checkpoints:
             self._expected = {
                 "/".join(ref.name for ref in path) + "/.ATTRIBUTES/VARIABLE_VALUE":
                     list(obj.shape)
-                for obj, path in paths.items() if isinstance(obj, tf.Variable)}
+                for obj, path in paths.items() if _is_variable(obj)}
         return self._expected
 
     def misfits(self, shapes: dict[str, list[int]]) -> list[str]:
@@ -323,6 +323,11 @@ class Checkpoints:
         elif not remaining:
             (self.directory / STATE_FILE).unlink(missing_ok=True)
         return target
+
+
+def _is_variable(obj) -> bool:
+    """tf.Variable or Keras 3 Variable (which is not a tf.Variable subclass)."""
+    return all(hasattr(obj, name) for name in ("shape", "dtype", "assign"))
 
 
 def _short(key: str) -> str:

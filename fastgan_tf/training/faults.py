@@ -22,6 +22,9 @@ Faults (N counts calls in this process, from 1):
     Training on batch B of epoch E (both from 0) yields NaN losses and NaN weights, every time.
 ``nan:from:K``
     Every step from global step K on yields NaN losses and NaN weights.
+``nan:weights:K``
+    Once per process, step K leaves an Inf in the weights but finite losses (caught before the
+    next write rather than by the loss check).
 ``fake-fid``
     FID with a fixed random projection of pooled pixels instead of Inception (no download).
 """
@@ -233,19 +236,25 @@ def _nan(patch, kind, *where):
 
     original = Trainer._train_step
 
+    fired = []
+
     def poisoned(gan) -> bool:
         if kind == "batch":
             epoch, batch = map(int, where)
             return int(gan.epoch.numpy()) == epoch and int(gan.batch_in_epoch.numpy()) == batch
+        if kind == "weights":
+            return int(gan.step.numpy()) + 1 == int(where[0]) and not fired
         return int(gan.step.numpy()) + 1 >= int(where[0])
 
     def step(self, real):
         bad = poisoned(self.gan)
         stats = original(self, real)
-        if bad:  # what an exploding step leaves: NaN losses and NaN weights
+        if bad:  # what an exploding step leaves: NaN losses and NaN (or Inf) weights
+            fired.append(True)
             weight = self.gan.generator.trainable_variables[0]
-            weight.assign(tf.fill(weight.shape, float("nan")))
-            stats = {k: float("nan") for k in stats}
+            weight.assign(tf.fill(weight.shape, float("inf" if kind == "weights" else "nan")))
+            if kind != "weights":
+                stats = {k: float("nan") for k in stats}
         return stats
 
     patch(Trainer, "_train_step", step)
@@ -307,7 +316,7 @@ def install(specs: list[str], patch=setattr) -> None:
             _KILLS[args[0]](patch, *args[1:])
         elif kind == "fail" and args[0] in _FAILS and args[2] in ("ENOSPC", "EACCES"):
             _FAILS[args[0]](patch, args[1], args[2])
-        elif kind == "nan" and args[0] in ("batch", "from"):
+        elif kind == "nan" and args[0] in ("batch", "from", "weights"):
             _nan(patch, *args)
         elif kind == "fake-fid":
             _fake_fid(patch)

@@ -141,19 +141,22 @@ def _write_or_stop(path: Path, write) -> None:
 
 
 def _finite_checker(trackables: dict):
-    """A compiled check that every float variable of the checkpointed state is finite."""
+    """A check that every float variable of the checkpointed state is finite.
+
+    Eager on purpose: it runs only when something is about to be written, and tracing a
+    function over hundreds of variables would cost more than it saves.
+    """
     variables = []
     for obj in trackables.values():
         for v in getattr(obj, "variables", None) or ([obj] if isinstance(obj, tf.Variable) else []):
             if "float" in str(v.dtype):
                 variables.append(v)
 
-    @tf.function
-    def all_finite():
-        return tf.reduce_all(tf.stack([tf.reduce_all(tf.math.is_finite(tf.convert_to_tensor(v)))
-                                       for v in variables]))
+    def all_finite() -> bool:
+        return all(bool(tf.reduce_all(tf.math.is_finite(tf.convert_to_tensor(v))))
+                   for v in variables)
 
-    return lambda: bool(all_finite())
+    return all_finite
 
 
 class GracefulStop:
