@@ -1,17 +1,25 @@
 """Median seconds per FastGAN training iteration and peak memory, printed as JSON.
 
-    python benchmarks/train_step.py --resolution 256 --batch-size 8 --recon-loss l1
-    python benchmarks/train_step.py --resolution 64 --ngf 16 --ndf 16 --compare-xla
+    python benchmarks/train_step.py --resolution 256 --batch-size 8 --recon-loss l1 --threads 2
+    python benchmarks/train_step.py --resolution 64 --ngf 16 --ndf 16 --xla off on
+    python benchmarks/train_step.py --resolution 64 256 --recon-loss l1 lpips \
+        --mixed-precision off on --xla off on          # the whole grid, one process per setting
 
-Each measured setting runs in its own process (so peak RSS belongs to that setting alone), on
-random images, after warm-up iterations that absorb tracing. With --compare-xla both settings
-are measured back to back in one invocation and their ratio is reported: these machines are
-noisy, so compare numbers from one run only.
+Every option that takes several values spans a grid; each setting runs in its own process (so
+its peak RSS belongs to it alone) on random images, after warm-up iterations that absorb tracing
+and compilation, with the trainer's runtime settings (one inter-op thread on CPU, freed memory
+returned after each step). `time_vs_first` compares each setting with the first one of the same
+invocation: these machines are shared and noisy, so only compare numbers measured together.
+
+`--tensor-memory` adds the peak bytes held by TensorFlow's allocator (switching the CPU allocator
+to BFC, which is slower: its timings are not comparable). LPIPS runs with random VGG16 weights
+(the ImageNet file is not needed to time it; the work is the same).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import subprocess
@@ -20,6 +28,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+GRID = ("resolution", "batch_size", "recon_loss", "mixed_precision", "xla", "accumulate")
 
 
 def peak_rss_mib() -> float | None:
@@ -32,41 +41,56 @@ def peak_rss_mib() -> float | None:
 
 
 def measure(args: argparse.Namespace) -> dict:
-    """Build FastGAN for the setting, run warm-up + timed iterations, return the numbers."""
+    """Build FastGAN for one setting, run warm-up + timed iterations, return the numbers."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.tensor_memory:
+        os.environ["TF_CPU_ALLOCATOR_USE_BFC"] = "true"
     import numpy as np
     import tensorflow as tf
 
     from fastgan_tf.config import TrainConfig
     from fastgan_tf.losses import reconstruction_loss
+    from fastgan_tf.training.distribute import configure_cpu_threads
     from fastgan_tf.training.fastgan import FastGAN
+    from fastgan_tf.training.memory import estimate
     from fastgan_tf.training.precision import set_policy
 
+    configure_cpu_threads()
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     mixed = args.mixed_precision == "on"
-    set_policy(mixed)
     cfg = TrainConfig(dataset="random", resolution=args.resolution, batch_size=args.batch_size,
-                      ngf=args.ngf, ndf=args.ndf, recon_loss=args.recon_loss, xla=args.xla,
-                      mixed_precision=args.mixed_precision)
-    gan = FastGAN(cfg, reconstruction_loss(cfg.recon_loss), mixed=mixed)
+                      ngf=args.ngf, ndf=args.ndf, recon_loss=args.recon_loss,
+                      xla=args.xla == "on", mixed_precision=args.mixed_precision,
+                      accumulate=args.accumulate)
+    set_policy(mixed)
+    gan = FastGAN(cfg, reconstruction_loss(cfg.recon_loss, vgg_weights=None), mixed=mixed)
     real = tf.constant(np.random.default_rng(0).uniform(
         -1, 1, (cfg.batch_size, cfg.resolution, cfg.resolution, 3)).astype(np.float32))
-    for _ in range(args.warmup):
+    start = time.perf_counter()
+    gan.train_step(real)["g_loss"].numpy()
+    first = time.perf_counter() - start
+    for _ in range(args.warmup - 1):
         gan.train_step(real)["g_loss"].numpy()
     times = []
     for _ in range(args.iterations):
         start = time.perf_counter()
         gan.train_step(real)["g_loss"].numpy()
         times.append(time.perf_counter() - start)
-    return {
+    result = {
         "resolution": cfg.resolution, "batch_size": cfg.batch_size, "ngf": cfg.ngf,
         "ndf": cfg.ndf, "recon_loss": cfg.recon_loss, "mixed_precision": args.mixed_precision,
-        "xla": cfg.xla, "threads": args.threads, "iterations": args.iterations,
-        "median_s_per_iter": float(np.median(times)), "min_s_per_iter": float(np.min(times)),
-        "peak_rss_mib": peak_rss_mib(),
+        "xla": cfg.xla, "accumulate": cfg.accumulate, "intra_op_threads": args.threads or None,
+        "iterations": args.iterations, "first_step_s": round(first, 2),
+        "median_s_per_iter": round(float(np.median(times)), 3),
+        "min_s_per_iter": round(float(np.min(times)), 3),
+        "peak_rss_mib": round(peak_rss_mib() or 0.0, 1) or None,
     }
+    if args.tensor_memory:
+        info = tf.config.experimental.get_memory_info("CPU:0")
+        result["peak_tensor_mib"] = round(info["peak"] / 2**20, 1)
+        result["estimate"] = estimate(cfg, gan.micro_batch, mixed)
+    return result
 
 
 def run_in_subprocess(argv: list[str]) -> dict:
@@ -74,35 +98,48 @@ def run_in_subprocess(argv: list[str]) -> dict:
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO,
                           env=dict(os.environ, PYTHONPATH=str(REPO)))
     if done.returncode != 0:
-        raise SystemExit(f"benchmark failed: {done.stderr.strip().splitlines()[-1]}")
+        raise SystemExit(f"benchmark {' '.join(argv)} failed: {done.stderr.strip()[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--resolution", type=int, default=256)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--resolution", type=int, nargs="+", default=[256])
+    p.add_argument("--batch-size", type=int, nargs="+", default=[8])
+    p.add_argument("--recon-loss", nargs="+", default=["l1"], choices=("lpips", "l1", "mse"))
+    p.add_argument("--mixed-precision", nargs="+", default=["off"], choices=("on", "off"))
+    p.add_argument("--xla", nargs="+", default=["off"], choices=("on", "off"))
+    p.add_argument("--accumulate", type=int, nargs="+", default=[1])
     p.add_argument("--ngf", type=int, default=64)
     p.add_argument("--ndf", type=int, default=64)
-    p.add_argument("--recon-loss", default="l1", choices=("lpips", "l1", "mse"))
-    p.add_argument("--mixed-precision", default="off", choices=("on", "off"))
-    p.add_argument("--xla", action="store_true")
-    p.add_argument("--threads", type=int, default=0, help="intra/inter-op threads; 0 = TF default")
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--iterations", type=int, default=5)
-    p.add_argument("--compare-xla", action="store_true", help="measure without and with XLA")
+    p.add_argument("--threads", type=int, default=0, help="intra-op threads; 0 = TF default")
+    p.add_argument("--warmup", type=int, default=2, help="untimed iterations (>= 1)")
+    p.add_argument("--iterations", type=int, default=5, help="timed iterations")
+    p.add_argument("--tensor-memory", action="store_true",
+                   help="also report TensorFlow's peak tensor bytes (BFC allocator; slower)")
     p.add_argument("--single", action="store_true", help=argparse.SUPPRESS)
-    args, _ = p.parse_known_args()
+    return p
+
+
+def main() -> None:
+    args = parser().parse_args()
     if args.single:
+        for name in GRID:
+            setattr(args, name, getattr(args, name)[0])
         print(json.dumps(measure(args)))
         return
-    argv = [a for a in sys.argv[1:] if a not in ("--compare-xla", "--xla")]
-    if not args.compare_xla:
-        print(json.dumps(run_in_subprocess(argv + (["--xla"] if args.xla else [])), indent=2))
-        return
-    plain, xla = run_in_subprocess(argv), run_in_subprocess(argv + ["--xla"])
-    ratio = xla["median_s_per_iter"] / plain["median_s_per_iter"]
-    print(json.dumps({"without_xla": plain, "with_xla": xla, "xla_time_ratio": ratio}, indent=2))
+    common = ["--ngf", str(args.ngf), "--ndf", str(args.ndf), "--threads", str(args.threads),
+              "--warmup", str(max(args.warmup, 1)), "--iterations", str(args.iterations)]
+    common += ["--tensor-memory"] if args.tensor_memory else []
+    results = []
+    for values in itertools.product(*(getattr(args, name) for name in GRID)):
+        argv = common + [a for name, v in zip(GRID, values)
+                         for a in (f"--{name.replace('_', '-')}", str(v))]
+        results.append(run_in_subprocess(argv))
+        results[-1]["time_vs_first"] = round(
+            results[-1]["median_s_per_iter"] / results[0]["median_s_per_iter"], 3)
+        print(json.dumps(results[-1]), file=sys.stderr, flush=True)  # progress
+    print(json.dumps(results[0] if len(results) == 1 else results, indent=2))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ RECON_LOSSES = ("lpips", "l1", "mse")
 PRECISION_MODES = ("auto", "on", "off")
 AUGMENT_OPS = ("color", "translation", "cutout")
 FID_BACKBONES = ("keras", "standard")
+STRATEGIES = ("auto", "one", "mirrored", "multiworker")
 MODELS = ("fastgan", "ssd")
 
 
@@ -67,6 +68,8 @@ class TrainConfig:
     deterministic: bool = False
     mixed_precision: str = "auto"
     xla: bool = False
+    accumulate: int = 1  # micro-batches per step: same global batch, 1/N of the activation memory
+    strategy: str = "auto"  # tf.distribute: auto, one, mirrored (GPUs of a machine), multiworker
     # Where the run lives
     out: str = "checkpoints"
     run_name: str | None = None
@@ -77,6 +80,8 @@ class TrainConfig:
 
 # Keys that define the trained state: a run folder can only be resumed with the same values.
 # Everything else (epochs, cadences, xla, determinism, paths) may change between invocations.
+# So may `accumulate` and `strategy`: the global batch and the state are the same, so a run can
+# move to a smaller or to several GPUs; only BatchNorm then sees other batches (not bit-exact).
 # The dataset is compared by content fingerprint, not by the string the user typed.
 STATE_KEYS = (
     "model", "sle", "decoders", "resolution", "ngf", "ndf", "nz", "output_tanh", "recon_loss", "augment",
@@ -165,6 +170,11 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         if getattr(cfg, name) % 8:
             bad(f"{name} must be a multiple of 8 (the narrowest layers use {name}/8 channels), "
                 f"got {getattr(cfg, name)}")
+    if cfg.strategy not in STRATEGIES:
+        bad(f"--strategy {cfg.strategy!r} is not one of {', '.join(STRATEGIES)}")
+    if cfg.accumulate < 1 or cfg.batch_size % cfg.accumulate:
+        bad(f"--accumulate {cfg.accumulate} must be at least 1 and divide --batch-size "
+            f"{cfg.batch_size} (each step runs batch_size / accumulate images at a time)")
     if cfg.fid_backbone not in FID_BACKBONES:
         bad(f"--fid-backbone {cfg.fid_backbone!r} is not one of {', '.join(FID_BACKBONES)}")
     if cfg.max_nan_retries < 0:

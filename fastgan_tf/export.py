@@ -77,7 +77,7 @@ class _Serving(tf.Module):
         return self._generate_seeded(z, tf.constant([0, 0], tf.int64))
 
     def _generate_seeded(self, z, noise_seed):
-        big, _ = self.generator(z, training=False, noise_seed=noise_seed)
+        big = self.generator(z, training=False, noise_seed=noise_seed)[0]
         images_float = tf.clip_by_value(big, -1.0, 1.0)
         # round half to even, like visualize.to_uint8 (np.rint)
         images = tf.cast(tf.round((images_float + 1.0) * 127.5), tf.uint8)

@@ -139,7 +139,7 @@ def render_frames(generator, latents: np.ndarray, seed: int = 0,
     frames = []
     for z in latents:
         batch = tf.constant(np.concatenate([z[None].astype(np.float32), anchors]))
-        big, _ = generator(batch, training=False, noise_seed=noise_seed)
+        big = generator(batch, training=False, noise_seed=noise_seed)[0]
         frames.append(to_uint8(big[:1].numpy())[0])
     return np.stack(frames)
 

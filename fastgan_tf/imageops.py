@@ -22,10 +22,11 @@ def nearest_resize(images: tf.Tensor, size: int) -> tf.Tensor:
 def quadrant(images: tf.Tensor, part: tf.Tensor) -> tf.Tensor:
     """The quadrant `part` of NHWC images: 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right.
 
-    `part` may be a tensor, so a compiled step does not retrace for each quadrant.
+    `part` may be a tensor, so a compiled step does not retrace for each quadrant. Gathers, not
+    `tf.slice`: under XLA a slice start (and its gradient's padding) must be a compile-time
+    constant, so a random `part` made jit_compile recompile the whole training step every call.
     """
     half = images.shape[1] // 2
-    row = (part // 2) * half
-    col = (part % 2) * half
-    begin = tf.stack([0, row, col, 0])
-    return tf.slice(images, begin, [-1, half, half, -1])  # tf.slice keeps the static H and W
+    rows = (part // 2) * half + tf.range(half)
+    cols = (part % 2) * half + tf.range(half)
+    return tf.gather(tf.gather(images, rows, axis=1), cols, axis=2)  # static H and W are kept

@@ -89,7 +89,7 @@ def checkpoint_prefix(run_dir: Path, which: str = "latest") -> str:
 
 def load_generator(run_dir: Path, which: str = "latest") -> LoadedGenerator:
     """Build the run's generator and restore its EMA weights from the chosen checkpoint."""
-    from fastgan_tf.training.fastgan import build_generator
+    from fastgan_tf.training.factory import build_generator
 
     cfg = load_config(run_dir)
     prefix = checkpoint_prefix(run_dir, which)

@@ -44,7 +44,7 @@ def latent_sampler(generator, seed: int = 0, truncation: float | None = None):
         z = truncated_normal(rng, (n, generator.nz), truncation)
         noise_seed = tf.constant([seed, calls], tf.int64)
         calls += 1
-        big, _ = generator(tf.constant(z), training=False, noise_seed=noise_seed)
+        big = generator(tf.constant(z), training=False, noise_seed=noise_seed)[0]
         return big
 
     return sample

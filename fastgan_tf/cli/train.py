@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fastgan_tf.cli.common import ArgumentParser, run_cli
+from fastgan_tf.cli.common import ArgumentParser, deterministic_tensorflow, run_cli
 
 
 def _bool(text: str) -> bool:
@@ -40,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mixed-precision", choices=("auto", "on", "off"),
                    help="float16 compute; auto = on for CUDA GPUs of compute capability >= 7.0")
     p.add_argument("--xla", action="store_true", help="compile the training step with XLA")
+    p.add_argument("--accumulate", type=int,
+                   help="split each batch into N micro-batches (same update, ~1/N of the "
+                        "activation memory, slower); default 1")
+    p.add_argument("--strategy", choices=("auto", "one", "mirrored", "multiworker"),
+                   help="devices: one, mirrored (all GPUs of this machine), multiworker "
+                        "(machines listed in TF_CONFIG); auto (default) picks one of them")
     p.add_argument("--model", choices=("fastgan", "ssd"),
                    help="fastgan (default) or ssd, the Spectral Style-DCGAN 64x64 baseline")
     p.add_argument("--no-sle", dest="sle", action="store_false",
@@ -76,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     def run(args: argparse.Namespace) -> int:
         from fastgan_tf import config
+
+        if getattr(args, "deterministic", False) or (
+                args.config and config.load_yaml(args.config).get("deterministic")):
+            deterministic_tensorflow()  # before TensorFlow is imported
         from fastgan_tf.training import train
         from fastgan_tf.training.dataset import PRESETS, model_presets
 

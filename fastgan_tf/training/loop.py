@@ -24,6 +24,7 @@ FID that cannot be written only warn: the run goes on as long as it can checkpoi
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import time
@@ -48,6 +49,8 @@ from fastgan_tf.errors import UserError
 from fastgan_tf.io import atomic_write_text
 from fastgan_tf.progress import progress
 from fastgan_tf.training.dataset import TrainingImages, load_training_images
+from fastgan_tf.training.distribute import make_strategy, worker_run_dir  # [distribution]
+from fastgan_tf.training.memory import estimate_for_config  # [speed] --dry-run estimate
 from fastgan_tf.training.fastgan import FastGAN, build_discriminator, build_generator
 from fastgan_tf.training.fid import FidTracker
 from fastgan_tf.training.logs import RunLog
@@ -74,11 +77,13 @@ def train(cfg: TrainConfig, fresh: bool = False, dry_run: bool = False) -> int:
     run_dir = run_directory(cfg, data.name)
     if dry_run:
         return dry_run_report(cfg, data, run_dir)
+    strategy = make_strategy(cfg.strategy)  # [distribution] before TensorFlow's first op
+    run_dir = worker_run_dir(run_dir, strategy)  # [distribution] non-chief workers: own folder
     with RunLock(run_dir.parent / f".{run_dir.name}.lock"):
         if fresh and run_dir.exists():
             moved = _move_aside(run_dir)
             say(f"--fresh: the previous run was moved to {moved}")
-        return Trainer(cfg, data, run_dir).run()
+        return Trainer(cfg, data, run_dir, strategy).run()  # [distribution] strategy
 
 
 def dry_run_report(cfg: TrainConfig, data: TrainingImages, run_dir: Path) -> int:
@@ -94,6 +99,7 @@ def dry_run_report(cfg: TrainConfig, data: TrainingImages, run_dir: Path) -> int
         "params": {"generator": count_params(build_generator(cfg)),
                    "discriminator": count_params(build_discriminator(cfg))},
         "dataset": data.summary,
+        "memory_estimate": estimate_for_config(cfg),  # [speed] device memory of one step
         "run_dir": str(run_dir),
         "resumes": (run_dir / "config.yaml").exists(),
     }
@@ -187,8 +193,10 @@ class GracefulStop:
 class Trainer:
     """Runs the epochs of one run folder, resuming it if it has a checkpoint."""
 
-    def __init__(self, cfg: TrainConfig, data: TrainingImages, run_dir: Path):
+    def __init__(self, cfg: TrainConfig, data: TrainingImages, run_dir: Path,
+                 strategy: tf.distribute.Strategy | None = None):  # [distribution] strategy
         self.cfg = cfg
+        self.strategy = strategy  # [distribution]
         self.data = data
         self.run_dir = run_dir
         self.steps_per_epoch = steps_per_epoch(len(data.images), cfg.batch_size)
@@ -231,13 +239,19 @@ class Trainer:
         keras.utils.set_random_seed(cfg.seed)
         if cfg.deterministic:
             tf.config.experimental.enable_op_determinism()
+            if (os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0"
+                    or os.environ.get("TF_NUM_INTEROP_THREADS") != "1"):
+                say("warning: deterministic training also needs TF_ENABLE_ONEDNN_OPTS=0 and "
+                    "TF_NUM_INTEROP_THREADS=1 set before TensorFlow starts (train.py does that); "
+                    "without them, runs on a CPU can differ in the last bits")
         set_policy(cfg.mixed_precision == "on")
         _write_or_stop(self.run_dir, lambda: self.run_dir.mkdir(parents=True, exist_ok=True))
         _check_recon_weights(cfg)
         from fastgan_tf.losses import reconstruction_loss
 
         recon = reconstruction_loss(cfg.recon_loss, vgg_weights=cfg.vgg_weights or "imagenet")
-        self.gan = FastGAN(cfg, recon, mixed=cfg.mixed_precision == "on")
+        self.gan = FastGAN(cfg, recon, mixed=cfg.mixed_precision == "on",
+                           strategy=self.strategy)  # [distribution] strategy
         trackables = self.gan.trackables()
         self.checkpoints = Checkpoints(self.run_dir / "ckpt", cfg.keep_checkpoints, **trackables)
         self.all_finite = _finite_checker(trackables)
@@ -354,7 +368,7 @@ class Trainer:
                     self._best_effort("metrics.jsonl", self.log.write,
                                       dict(kind="step", step=step, epoch=epoch, **stats))
         if bad:  # after the progress bar closed, so that the warning is the last line
-            self._roll_back(f"non-finite {', '.join(bad)}", epoch, index)
+            self._roll_back(f"non-finite {', '.join(sorted(bad))}", epoch, index)
             return ROLLED_BACK
         if stop.requested:
             return STOPPED

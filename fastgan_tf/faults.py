@@ -3,7 +3,7 @@
 Production code has no fault hooks: this module monkeypatches the real code, in-process
 (``install(specs, patch=monkeypatch.setattr)``) or around the real command line::
 
-    python -m fastgan_tf.training.faults FAULT [FAULT ...] -- [train.py arguments]
+    python -m fastgan_tf.faults FAULT [FAULT ...] -- [train.py arguments]
 
 Faults (N counts calls in this process, from 1):
 
@@ -327,10 +327,14 @@ def install(specs: list[str], patch=setattr) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--" not in argv:
-        print("usage: python -m fastgan_tf.training.faults FAULT [FAULT ...] -- TRAIN ARGS",
+        print("usage: python -m fastgan_tf.faults FAULT [FAULT ...] -- TRAIN ARGS",
               file=sys.stderr)
         return 2
     split = argv.index("--")
+    if "--deterministic" in argv[split + 1:]:  # as train.py does, before TensorFlow is imported
+        from fastgan_tf.cli.common import deterministic_tensorflow
+
+        deterministic_tensorflow()
     install(argv[:split])
     from fastgan_tf.cli.train import main as train_main
 

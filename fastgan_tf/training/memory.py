@@ -1,0 +1,164 @@
+"""How much device memory a training step needs, estimated from the model (printed by --dry-run).
+
+GPU memory cannot be measured on the CPU-only machines this project is built on, so it is
+counted instead:
+
+* state: G, D and EMA G weights (float32), Adam's two moments for G and D, one float32 gradient
+  per weight;
+* activations: the bytes of every output of every operation of a forward pass, traced (not run)
+  at micro-batch 1 and 2 to separate what grows with the batch from what does not (normalised
+  kernels, their float16 copies). A step holds G's pass (taped until the G step) plus the larger
+  of D's passes (the real one, with decoders). Not every output is kept for the backward pass:
+  the count is scaled by `KEPT_SHARE`, measured on CPU;
+* a fixed allowance for what TensorFlow's allocator does not see (CUDA context, cuDNN
+  workspaces, fragmentation), `DEVICE_OVERHEAD_GIB`: an assumption, not a measurement.
+
+Mixed precision is counted with the dtypes the layers really use (float16 convolutions, float32
+statistics). benchmarks/README.md compares the estimate with measured peaks.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import re
+import sys
+from collections import defaultdict
+
+import keras
+import tensorflow as tf
+
+from fastgan_tf.config import TrainConfig
+
+GIB = 2**30
+DEVICE_OVERHEAD_GIB = 0.5
+# Share of the counted forward outputs alive at the step's peak, measured with TensorFlow's
+# allocator on CPU at 64x64/ngf16 and 256x256/ngf64, batches 4 and 8 (0.47-0.62 in float32,
+# 0.38-0.39 under mixed_float16, whose float32 casts are counted but short-lived), rounded up.
+KEPT_SHARE = {"float32": 0.65, "mixed_float16": 0.45}
+# Outputs that alias their input or are bookkeeping: they allocate nothing worth counting.
+_FREE_OPS = {"Const", "Identity", "IdentityN", "Reshape", "Shape", "ShapeN", "Size", "Rank",
+             "ReadVariableOp", "VarHandleOp", "Placeholder", "NoOp", "AssignVariableOp",
+             "AssignAddVariableOp", "StopGradient", "Squeeze", "ExpandDims", "StridedSlice",
+             "Pack", "Range", "Fill", "ZerosLike", "OnesLike", "BroadcastGradientArgs"}
+
+
+def _pass_bytes(fn, spec) -> dict[str, int]:
+    """Bytes of the outputs of each top-level layer's operations in one traced call of `fn`."""
+    graph = tf.function(fn, autograph=False).get_concrete_function(spec).graph
+    per_layer: dict[str, int] = defaultdict(int)
+    for op in graph.get_operations():
+        if op.type in _FREE_OPS:
+            continue
+        for out in op.outputs:
+            if out.dtype == tf.resource or not out.shape.is_fully_defined():
+                continue
+            parts = op.name.split("/")
+            layer = re.sub(r"_\d+$", "", parts[1]) if len(parts) > 2 else "(other)"
+            per_layer[layer] += out.shape.num_elements() * out.dtype.size
+    return per_layer
+
+
+def _per_sample(fn_of_batch, spec_of_batch) -> tuple[dict[str, int], dict[str, int]]:
+    """(bytes per sample, fixed bytes) of each layer, from traces at batch 1 and 2."""
+    one = _pass_bytes(fn_of_batch, spec_of_batch(1))
+    two = _pass_bytes(fn_of_batch, spec_of_batch(2))
+    layers = set(one) | set(two)
+    per_sample = {k: max(two.get(k, 0) - one.get(k, 0), 0) for k in layers}
+    fixed = {k: max(one.get(k, 0) - per_sample[k], 0) for k in layers}
+    return per_sample, fixed
+
+
+def _params(model) -> int:
+    return sum(int(v.shape.num_elements()) for v in model.trainable_variables)
+
+
+def estimate(cfg: TrainConfig, micro_batch: int, mixed: bool) -> dict:
+    """Estimated device memory (GiB) of one training step of `cfg` at `micro_batch` per device."""
+    from fastgan_tf.training.fastgan import build_discriminator, build_generator
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+    try:
+        g, d = build_generator(cfg), build_discriminator(cfg)
+        seed = tf.constant([0, 0], tf.int64)
+        r = cfg.resolution
+        g_ps, g_fixed = _per_sample(lambda z: g(z, training=True, noise_seed=seed),
+                                    lambda b: tf.TensorSpec([b, cfg.nz]))
+        real_pass = ((lambda x: d(x, part=tf.constant(0), training=True)) if d.has_decoders
+                     else (lambda x: d(x, training=True)))
+        d_ps, d_fixed = _per_sample(real_pass, lambda b: tf.TensorSpec([b, r, r, 3]))
+        lpips_ps, vgg_params = {}, 0
+        if d.has_decoders and cfg.recon_loss == "lpips":  # VGG16 on the three reconstructions
+            from fastgan_tf.lpips import LPIPS
+
+            lpips = LPIPS(vgg_weights=None)
+            size = d.recon_resolution
+            spec = lambda b: tf.TensorSpec([3 * b, size, size, 3])  # noqa: E731
+            lpips_ps, _ = _per_sample(lambda x: lpips(x, x), spec)
+            vgg_params = sum(int(v.shape.num_elements()) for v in lpips.weights)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    g_params, d_params = _params(g), _params(d)
+    # G, EMA G, D weights + Adam m, v (G and D) + gradients (G and D), all float32; frozen VGG.
+    state = 4 * (2 * g_params + d_params + 2 * (g_params + d_params) + (g_params + d_params)
+                 + vgg_params)
+    acts = {f"G/{k}": micro_batch * v + g_fixed[k] for k, v in g_ps.items()}
+    acts.update({f"D/{k}": micro_batch * v + d_fixed[k] for k, v in d_ps.items()})
+    if lpips_ps:
+        acts["LPIPS/vgg16"] = micro_batch * sum(lpips_ps.values())
+    precision = "mixed_float16" if mixed else "float32"
+    counted = sum(acts.values())
+    activations = KEPT_SHARE[precision] * counted
+    tensors = state + activations
+    largest = sorted(acts.items(), key=lambda kv: -kv[1])[:6]
+    return {
+        "micro_batch_per_device": micro_batch,
+        "precision": precision,
+        "weights_optimizer_gradients_gib": round(state / GIB, 2),
+        "forward_outputs_gib": round(counted / GIB, 2),
+        "activations_gib": round(activations / GIB, 2),
+        "assumed_overhead_gib": DEVICE_OVERHEAD_GIB,
+        "device_total_gib": round(tensors / GIB + DEVICE_OVERHEAD_GIB, 2),
+        "largest_forward_outputs_gib": {k: round(v / GIB, 3) for k, v in largest},
+    }
+
+
+def estimate_for_config(cfg: TrainConfig) -> dict:
+    """`estimate` for the micro-batch and precision `cfg` will train with on this machine.
+
+    None for models other than FastGAN (the SSD baseline is small enough for any GPU).
+    """
+    if getattr(cfg, "model", "fastgan") != "fastgan":
+        return None
+    from fastgan_tf.training.distribute import check_batch_split, expected_replicas
+    from fastgan_tf.training.precision import resolve_mixed_precision
+
+    replicas = expected_replicas(cfg.strategy)
+    micro = check_batch_split(cfg.batch_size, replicas, cfg.accumulate)
+    report = estimate(cfg, micro, resolve_mixed_precision(cfg.mixed_precision) == "on")
+    return {"replicas": replicas, **report}
+
+
+def _load_libc():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:  # musl and other C libraries: nothing to trim
+        return None
+
+
+_LIBC = _load_libc()
+
+
+def release_freed_host_memory() -> None:
+    """Give the activations freed by the last step back to the OS (glibc only; else a no-op).
+
+    TensorFlow's CPU allocator is malloc. glibc keeps freed blocks in per-thread arenas, and
+    the next step, allocating from other threads and arenas, grows the process instead of
+    reusing them: peak RSS crept up by ~0.6 GiB over the first steps at 256x256. Trimming after
+    each step keeps it at one step's worth, for a few milliseconds.
+    """
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)

@@ -1,0 +1,185 @@
+"""Bad command lines and config files end in one line of error, never a traceback (issue 6).
+
+hypothesis throws random argument lists and YAML files at `train.py --dry-run` and at
+`evaluate.py` (which has no dry run: it is pointed at run folders without checkpoints, so no
+action runs and only argument handling and run lookup are exercised). Every call must exit with
+0 (a valid dry run, --help) or 2, print no traceback, and a failure must be one `error:` line.
+
+Model building and the demo images are replaced by fast stand-ins, the VGG16 download by an
+offline error: the subject is the error path, not the models (tests/test_train.py builds them).
+"""
+
+import contextlib
+import io
+import string
+
+import numpy as np
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import write_images
+from fastgan_tf.cli import evaluate as evaluate_cli
+from fastgan_tf.cli import train as train_cli
+from fastgan_tf.config import TrainConfig
+from fastgan_tf.errors import UserError
+
+SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                           HealthCheck.too_slow])
+
+# Text that a shell can hand over: no NUL, no lone surrogates.
+TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+               max_size=12)
+NUMBERS = st.one_of(st.integers(-3, 3000), st.integers(-2**70, 2**70),
+                    st.floats(allow_nan=True, allow_infinity=True))
+CHOICES = ["64", "128", "256", "1024", "lpips", "l1", "mse", "auto", "on", "off", "true", "no",
+           "keras", "standard", "color,translation", "cutout", "", "-1", "0", "1e-4", "nan"]
+
+
+@pytest.fixture(scope="module")
+def places(tmp_path_factory):
+    base = tmp_path_factory.mktemp("fuzz")
+    (base / "empty").mkdir()
+    (base / "notes.txt").write_text("not images")
+    (base / "junk.zip").write_bytes(b"PK\x03\x04 not really a zip")
+    (base / "config_dir").mkdir()
+    runs = base / "runs"
+    (runs / "no-ckpt").mkdir(parents=True)
+    (runs / "no-ckpt" / "config.yaml").write_text(yaml.safe_dump(
+        TrainConfig(dataset="demo", resolution=64, ngf=16, ndf=16).to_dict()))
+    (runs / "bad-config").mkdir()
+    (runs / "bad-config" / "config.yaml").write_text("resolution: [unclosed")
+    return {
+        "base": base,
+        "images": write_images(base / "images", count=8),
+        "datasets": ["demo", str(base / "images"), str(base / "empty"), str(base / "notes.txt"),
+                     str(base / "junk.zip"), str(base / "missing"), "/nonexistent/place"],
+        "runs": runs,
+        "yaml": base / "fuzz.yaml",
+    }
+
+
+@pytest.fixture
+def offline_and_fast(monkeypatch, tmp_path):
+    """No downloads, no real models, no big demo images; errors stay what they would be."""
+    monkeypatch.setenv("FASTGAN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("FASTGAN_DATA", str(tmp_path / "data"))
+
+    def offline(*a, **k):
+        raise UserError("VGG16 weights are not cached and this machine is offline; pass "
+                        "--vgg-weights PATH or --recon-loss l1")
+
+    monkeypatch.setattr("fastgan_tf.lpips.fetch_vgg16_weights", offline)
+    monkeypatch.setattr("fastgan_tf.data.download.download", offline)
+    monkeypatch.setattr("fastgan_tf.models.count_params", lambda model: 0)
+    for name in ("build_generator", "build_discriminator"):
+        monkeypatch.setattr(f"fastgan_tf.training.loop.{name}", lambda *a, **k: None,
+                            raising=False)
+    monkeypatch.setattr("fastgan_tf.training.dataset.make_demo_images",
+                        lambda resolution=64, seed=0, **k: np.zeros((16, resolution, resolution, 3),
+                                                                     np.uint8))
+    monkeypatch.setattr(train_cli, "deterministic_tensorflow", lambda: None)
+
+
+def call(main, argv):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+def check(code, err, argv):
+    assert code in (0, 2), (code, argv, err)
+    assert "Traceback" not in err, (argv, err)
+    if code == 2:
+        lines = [line for line in err.splitlines() if line.strip()]
+        errors = [line for line in lines if ": error: " in line]
+        assert len(errors) == 1 and lines[-1] == errors[0], (argv, err)
+
+
+def option_strings(parser):
+    return sorted({s for a in parser._actions for s in a.option_strings if s.startswith("--")})
+
+
+def arguments(parser, values):
+    """Random argument lists: real options (and near misses) followed by random values."""
+    options = option_strings(parser) + ["--epoch", "--resolutions", "-x", "--", "---"]
+    value = st.one_of(st.sampled_from(CHOICES), NUMBERS.map(str), TEXT, st.sampled_from(values))
+    pair = st.tuples(st.sampled_from(options), st.lists(value, max_size=2))
+    return st.lists(pair, max_size=6).map(lambda pairs: [t for o, vs in pairs for t in (o, *vs)])
+
+
+KEYS = [f.replace("_", "-") if i % 2 else f
+        for i, f in enumerate(TrainConfig.__dataclass_fields__)] + ["epoch", "lr_g", "1", ""]
+YAML_VALUES = st.recursive(
+    st.one_of(st.none(), st.booleans(), NUMBERS, TEXT, st.sampled_from(CHOICES)),
+    lambda inner: st.one_of(st.lists(inner, max_size=3),
+                            st.dictionaries(TEXT, inner, max_size=2)),
+    max_leaves=4)
+YAML_DOCS = st.one_of(
+    st.dictionaries(st.sampled_from(KEYS), YAML_VALUES, max_size=5).map(yaml.safe_dump),
+    YAML_VALUES.map(yaml.safe_dump),
+    TEXT)  # usually not a mapping, sometimes not YAML at all
+
+
+@SETTINGS
+@given(data=st.data())
+def test_train_dry_run_random_command_lines(places, offline_and_fast, data):
+    parser = train_cli.build_parser()
+    argv = data.draw(arguments(parser, places["datasets"]))
+    if data.draw(st.booleans()):  # mostly a dataset that resolves, so later checks run too
+        argv = ["--dataset", data.draw(st.sampled_from(places["datasets"])), *argv]
+    argv += ["--dry-run", "--out", str(places["base"] / "out")]
+    code, out, err = call(train_cli.main, argv)
+    check(code, err, argv)
+
+
+@SETTINGS
+@given(doc=YAML_DOCS, dataset=st.sampled_from(["demo", None]), data=st.data())
+def test_train_dry_run_random_config_files(places, offline_and_fast, doc, dataset, data):
+    places["yaml"].write_text(doc, encoding="utf-8")
+    config = data.draw(st.sampled_from([places["yaml"], places["yaml"], places["base"] / "nope.yaml",
+                                        places["base"] / "config_dir"]))
+    argv = ["--config", str(config), "--dry-run", "--out", str(places["base"] / "out")]
+    if dataset:
+        argv += ["--dataset", dataset, "--recon-loss", "l1"]
+    code, out, err = call(train_cli.main, argv)
+    check(code, err, argv)
+
+
+@SETTINGS
+@given(data=st.data())
+def test_evaluate_random_command_lines(places, offline_and_fast, data):
+    parser = evaluate_cli.build_parser()
+    runs = places["runs"]
+    targets = [str(runs / "no-ckpt"), str(runs / "bad-config"), "no-ckpt", str(runs / "nothing"),
+               str(places["base"] / "empty")]
+    argv = data.draw(arguments(parser, targets))
+    action = data.draw(st.sampled_from([[], ["--grid"], ["--fid", "--kid"], ["--generate", "4"],
+                                        ["--export", str(places["base"] / "export")]]))
+    where = data.draw(st.sampled_from([["--out", str(runs)], ["--out", str(places["base"] / "empty")],
+                                       ["--run", data.draw(st.sampled_from(targets))]]))
+    argv = [*action, *argv, *where]
+    code, out, err = call(evaluate_cli.main, argv)
+    check(code, err, argv)
+    assert not (places["base"] / "export").exists()  # no action ran: no checkpoint anywhere
+
+
+@pytest.mark.parametrize("argv", [
+    ["--help"],
+    ["--dataset", "demo", "--seed", str(2**70)],
+    ["--dataset", "demo", "--lr", "inf"],
+    ["--dataset", "demo", "--lr", "nan"],
+    ["--dataset", "demo", "--nz", "0"],
+    ["--dataset", "demo", "--fid-samples", "1"],
+    ["--dataset", "demo", "--max-nan-retries", "-1"],
+    ["--dataset", "demo", "--keep-checkpoints", "0"],
+    ["--dataset", "demo", "--run-name", "../../elsewhere"],
+    ["--dataset", "demo", "--run-name", ""],
+])
+def test_train_edge_cases(places, offline_and_fast, argv):
+    code, out, err = call(train_cli.main, [*argv, "--dry-run", "--out",
+                                           str(places["base"] / "out")])
+    check(code, err, argv)

@@ -1,0 +1,162 @@
+"""Speed and memory levers of the training step: XLA, mixed precision, gradient accumulation."""
+
+import json
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from fastgan_tf.config import TrainConfig, validate
+from fastgan_tf.errors import UserError
+from fastgan_tf.losses import reconstruction_loss
+from fastgan_tf.models import layers as L
+from fastgan_tf.training.fastgan import FastGAN, StepRandom
+from fastgan_tf.training.precision import set_policy
+
+RES = 64
+
+
+def _cfg(**kw):
+    base = dict(dataset="x", resolution=RES, ngf=8, ndf=8, nz=32, batch_size=8, recon_loss="l1")
+    return TrainConfig(**{**base, **kw})
+
+
+def _gan(cfg, mixed=False, sgd=None):
+    keras.utils.set_random_seed(5)  # identical initial weights for every model built like this
+    gan = FastGAN(cfg, reconstruction_loss("l1"), mixed=mixed)
+    if sgd:  # plain SGD: the update is lr * gradient, so updates compare like gradients
+        gan.d_opt, gan.g_opt = keras.optimizers.SGD(sgd), keras.optimizers.SGD(sgd)
+        gan.d_opt.build(gan.discriminator.trainable_variables)
+        gan.g_opt.build(gan.generator.trainable_variables)
+    return gan
+
+
+def _real(batch=8, seed=0):
+    return tf.constant(np.random.default_rng(seed).uniform(-1, 1, (batch, RES, RES, 3)), tf.float32)
+
+
+def _weights(gan):
+    return [v.numpy() for v in gan.generator.trainable_variables
+            + gan.discriminator.trainable_variables]
+
+
+def _relative(a, b):
+    num = sum(float(np.sum((x - y) ** 2)) for x, y in zip(a, b))
+    return (num / sum(float(np.sum(x ** 2)) for x in a)) ** 0.5
+
+
+# --------------------------------------------------------------------------- randomness
+def test_shards_draw_the_rows_of_the_global_batch():
+    key = tf.constant([3, 4], tf.int64)
+    whole = StepRandom(key, 1).uniform([8], minval=0, maxval=100, dtype=tf.int32).numpy()
+    halves = [StepRandom(key, 1, index=i, shards=2).uniform([4], minval=0, maxval=100,
+                                                           dtype=tf.int32).numpy()
+              for i in range(2)]
+    np.testing.assert_array_equal(np.concatenate(halves), whole)
+    z = StepRandom(key, 2).normal([6, 5]).numpy()
+    z_last = StepRandom(key, 2, index=2, shards=3).normal([2, 5]).numpy()
+    np.testing.assert_array_equal(z_last, z[4:])
+    scalar = [StepRandom(key, 3, index=i, shards=2).uniform([], 0, 4, tf.int32) for i in range(2)]
+    assert int(scalar[0]) == int(scalar[1])  # e.g. the decoded quadrant: one per step
+
+
+# --------------------------------------------------------------------------- accumulation
+def _batch_independent(monkeypatch):
+    """BatchNorm with fixed statistics and no noise: then a sample's result depends on itself only."""
+    def bn(self, inputs, training=False):
+        return tf.cast(tf.cast(inputs, tf.float32) * self.gamma + self.beta, self.compute_dtype)
+
+    monkeypatch.setattr(L.BatchNorm, "call", bn)
+    monkeypatch.setattr(L.NoiseInjection, "call",
+                        lambda self, x, training=False, noise_seed=None: x + 0.0 * self.weight)
+
+
+def test_accumulating_2x4_gives_the_update_of_1x8(monkeypatch):
+    """Exact up to float rounding once BatchNorm's statistics do not depend on the batch.
+
+    With the models' real BatchNorm each micro-batch normalises with its own statistics, so the
+    two differ like batch 4 and batch 8 do (README: "Gradient accumulation").
+    """
+    _batch_independent(monkeypatch)
+    real = _real()
+    results = []
+    for accumulate in (1, 2):
+        gan = _gan(_cfg(accumulate=accumulate, ema_decay=0.5), sgd=0.01)
+        before = _weights(gan)
+        ema_before = gan.generator_ema.trainable_variables[0].numpy()
+        stats = {k: float(v) for k, v in gan.train_step(real).items()}
+        results.append(([a - b for a, b in zip(_weights(gan), before)], stats, gan))
+    (full, s1, _), (accumulated, s2, gan2) = results
+    assert _relative(full, accumulated) < 1e-4
+    for k in ("d_real", "d_fake", "recon", "d_loss", "g_loss"):
+        assert s2[k] == pytest.approx(s1[k], rel=1e-5, abs=1e-6), k
+    # The counters and the EMA move once per (global) step, not once per micro-batch.
+    assert int(gan2.step.numpy()) == 1 and int(gan2.batch_in_epoch.numpy()) == 1
+    live = gan2.generator.trainable_variables[0].numpy()
+    np.testing.assert_allclose(gan2.generator_ema.trainable_variables[0].numpy(),
+                               0.5 * ema_before + 0.5 * live, rtol=1e-6, atol=1e-7)
+
+
+def test_accumulate_must_divide_the_batch():
+    with pytest.raises(UserError, match="--accumulate 3"):
+        validate(_cfg(accumulate=3))
+    with pytest.raises(UserError, match="--accumulate 0"):
+        validate(_cfg(accumulate=0))
+
+
+# --------------------------------------------------------------------------- mixed precision
+def test_mixed_precision_trains_with_float32_master_weights(tmp_path):
+    set_policy(True)
+    gan = _gan(_cfg(batch_size=4), mixed=True)
+    for _ in range(3):
+        stats = {k: float(v) for k, v in gan.train_step(_real(4)).items()}
+        assert all(np.isfinite(v) for v in stats.values()), stats
+    assert gan.generator.layers[0].compute_dtype == "float16"
+    variables = gan.generator.trainable_variables + gan.discriminator.trainable_variables
+    assert {v.dtype for v in variables} == {"float32"}
+    path = tf.train.Checkpoint(**gan.trackables()).write(str(tmp_path / "ckpt"))
+    keys = tf.train.load_checkpoint(path).get_variable_to_shape_map()
+    scales = [k for k in keys if "dynamic_scale" in k]
+    assert len(scales) == 2  # one loss scale per optimizer, saved with the run
+    assert tf.train.load_checkpoint(path).get_tensor(scales[0]) > 0
+
+
+# --------------------------------------------------------------------------- XLA
+@pytest.mark.slow
+def test_xla_step_compiles_once_and_matches_the_plain_step():
+    """~60 s on 2 cores: XLA compiles the whole step (~30 s) once, then reuses it."""
+    real = _real()
+    plain = _gan(_cfg())
+    xla = _gan(_cfg(xla=True))
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        fast = {k: float(v) for k, v in xla.train_step(real).items()}
+        times.append(time.perf_counter() - start)
+        slow = {k: float(v) for k, v in plain.train_step(real).items()}
+        for k in ("d_loss", "g_loss", "recon"):
+            assert fast[k] == pytest.approx(slow[k], rel=2e-3), (k, fast, slow)
+    # A recompilation per call (a value XLA needs as a constant changing each step) would make
+    # every call as slow as the first.
+    assert max(times[1:]) < times[0] / 4, times
+    assert xla._compiled_step.experimental_get_tracing_count() == 1
+
+
+# --------------------------------------------------------------------------- memory estimate
+def test_dry_run_prints_a_memory_estimate_that_scales_with_the_micro_batch(image_folder, tmp_path,
+                                                                          capsys):
+    from fastgan_tf.cli.train import main
+
+    args = ["--dataset", str(image_folder), "--resolution", "64", "--ngf", "16", "--ndf", "16",
+            "--recon-loss", "l1", "--batch-size", "8", "--out", str(tmp_path), "--dry-run"]
+    reports = []
+    for accumulate in ("1", "4"):
+        assert main([*args, "--accumulate", accumulate]) == 0
+        reports.append(json.loads(capsys.readouterr().out)["memory_estimate"])
+    one, four = reports
+    assert one["micro_batch_per_device"] == 8 and four["micro_batch_per_device"] == 2
+    assert one["weights_optimizer_gradients_gib"] == four["weights_optimizer_gradients_gib"]
+    assert 3.0 < one["activations_gib"] / four["activations_gib"] < 4.0  # per-sample + fixed part
+    assert one["device_total_gib"] > one["activations_gib"]
