@@ -183,13 +183,13 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         bad(f"fid_every must be 0 (off) or a number of epochs, got {cfg.fid_every}")
     if cfg.fid_samples < 2:
         bad(f"fid_samples must be at least 2, got {cfg.fid_samples}")
-    if cfg.lr <= 0:
-        bad(f"lr must be positive, got {cfg.lr}")
+    if not 0 < cfg.lr < float("inf"):  # also catches NaN
+        bad(f"lr must be a positive number, got {cfg.lr}")
     for name in ("beta1", "beta2", "ema_decay"):
         if not 0.0 <= getattr(cfg, name) < 1.0:
             bad(f"{name} must be in [0, 1), got {getattr(cfg, name)}")
-    if cfg.seed < 0:
-        bad(f"seed must be non-negative, got {cfg.seed}")
+    if not 0 <= cfg.seed < 2**32:  # numpy's and Keras's seeding take 32 bits
+        bad(f"seed must be in [0, 2**32), got {cfg.seed}")
     return cfg
 
 

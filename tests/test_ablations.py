@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from conftest import write_images
 from fastgan_tf.cli.train import main
 from fastgan_tf.runs import load_generator
 
@@ -26,8 +27,9 @@ def test_ablation_parameter_counts(image_folder, tmp_path, capsys):
     assert params["discriminator"] == D_256_WITHOUT_DECODERS
 
 
-def test_ssd_counts_and_presets(image_folder, tmp_path, capsys):
-    report = dry_run(capsys, "--dataset", str(image_folder), "--model", "ssd", "--out", str(tmp_path))
+def test_ssd_counts_and_presets(tmp_path, capsys):
+    folder = write_images(tmp_path / "images", count=32)  # SSD's batch is 32
+    report = dry_run(capsys, "--dataset", str(folder), "--model", "ssd", "--out", str(tmp_path))
     assert report["params"] == {"generator": 3_809_104, "discriminator": 2_765_568}
     cfg = report["config"]
     assert (cfg["resolution"], cfg["batch_size"], cfg["lr"], cfg["nz"]) == (64, 32, 5e-4, 100)
@@ -40,7 +42,8 @@ def test_ssd_counts_and_presets(image_folder, tmp_path, capsys):
     (["--no-decoders"], "--no-decoders applies"),
 ])
 def test_ssd_rejects_fastgan_only_options(image_folder, tmp_path, capsys, flags, message):
-    code = main(["--dataset", str(image_folder), "--model", "ssd", *flags, "--dry-run",
+    code = main(["--dataset", str(image_folder), "--model", "ssd", "--batch-size", "4", *flags,
+                 "--dry-run",
                  "--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1

@@ -51,7 +51,7 @@ from fastgan_tf.progress import progress
 from fastgan_tf.training.dataset import TrainingImages, load_training_images
 from fastgan_tf.training.distribute import make_strategy, worker_run_dir  # [distribution]
 from fastgan_tf.training.memory import estimate_for_config  # [speed] --dry-run estimate
-from fastgan_tf.training.fastgan import FastGAN, build_discriminator, build_generator
+from fastgan_tf.training.factory import build_discriminator, build_generator, make_gan, needs_vgg
 from fastgan_tf.training.fid import FidTracker
 from fastgan_tf.training.logs import RunLog
 from fastgan_tf.training.precision import resolve_mixed_precision, set_policy
@@ -113,7 +113,7 @@ def _check_recon_weights(cfg: TrainConfig) -> None:
     Downloads them into the Keras cache when online; offline, the one-line error names the file,
     where to put it, and `--recon-loss l1`.
     """
-    if cfg.recon_loss != "lpips":
+    if not needs_vgg(cfg):
         return
     if cfg.vgg_weights:
         if not Path(cfg.vgg_weights).is_file():
@@ -247,11 +247,8 @@ class Trainer:
         set_policy(cfg.mixed_precision == "on")
         _write_or_stop(self.run_dir, lambda: self.run_dir.mkdir(parents=True, exist_ok=True))
         _check_recon_weights(cfg)
-        from fastgan_tf.losses import reconstruction_loss
-
-        recon = reconstruction_loss(cfg.recon_loss, vgg_weights=cfg.vgg_weights or "imagenet")
-        self.gan = FastGAN(cfg, recon, mixed=cfg.mixed_precision == "on",
-                           strategy=self.strategy)  # [distribution] strategy
+        self.gan = make_gan(cfg, mixed=cfg.mixed_precision == "on",
+                            strategy=self.strategy)  # [distribution] strategy
         trackables = self.gan.trackables()
         self.checkpoints = Checkpoints(self.run_dir / "ckpt", cfg.keep_checkpoints, **trackables)
         self.all_finite = _finite_checker(trackables)
@@ -362,7 +359,7 @@ class Trainer:
                 trained += 1
                 for k, v in stats.items():
                     sums[k] = sums.get(k, 0.0) + v
-                bar.set_postfix(d=stats["d_loss"], g=stats["g_loss"], rec=stats["recon"])
+                bar.set_postfix(d=stats["d_loss"], g=stats["g_loss"], rec=stats.get("recon", 0.0))
                 step = int(gan.step.numpy())
                 if step % cfg.log_every == 0:
                     self._best_effort("metrics.jsonl", self.log.write,
@@ -473,10 +470,13 @@ class Trainer:
         samples_dir = self.run_dir / "samples"
         fakes = self.gan.sample().numpy()
         save_image_grid(fakes, samples_dir / f"fakes_epoch{epoch:05d}.png", nrow=4)
-        real = self.data.images[:8].astype(np.float32) / 127.5 - 1.0
-        columns = [c.numpy() for c in self.gan.reconstruct(tf.constant(real))]
-        rows = np.stack(columns, axis=1).reshape(-1, *columns[0].shape[1:])
-        save_image_grid(rows, samples_dir / f"recon_epoch{epoch:05d}.png", nrow=len(columns))
         step = int(self.gan.step.numpy())
         self.log.image("samples/fakes", make_grid(fakes, nrow=4), step)
+        real = self.data.images[:8].astype(np.float32) / 127.5 - 1.0
+        reconstructions = self.gan.reconstruct(tf.constant(real))
+        if reconstructions is None:  # SSD and --no-decoders have no decoders to show
+            return
+        columns = [c.numpy() for c in reconstructions]
+        rows = np.stack(columns, axis=1).reshape(-1, *columns[0].shape[1:])
+        save_image_grid(rows, samples_dir / f"recon_epoch{epoch:05d}.png", nrow=len(columns))
         self.log.image("samples/reconstructions", make_grid(rows, nrow=len(columns)), step)

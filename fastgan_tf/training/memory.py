@@ -35,6 +35,9 @@ DEVICE_OVERHEAD_GIB = 0.5
 # allocator on CPU at 64x64/ngf16 and 256x256/ngf64, batches 4 and 8 (0.47-0.62 in float32,
 # 0.38-0.39 under mixed_float16, whose float32 casts are counted but short-lived), rounded up.
 KEPT_SHARE = {"float32": 0.65, "mixed_float16": 0.45}
+# LPIPS runs VGG16 on reconstructions (kept for the backward pass) and on targets (not kept):
+# measured 0.2 of its counted outputs at 64x64 and 256x256.
+LPIPS_KEPT_SHARE = 0.25
 # Outputs that alias their input or are bookkeeping: they allocate nothing worth counting.
 _FREE_OPS = {"Const", "Identity", "IdentityN", "Reshape", "Shape", "ShapeN", "Size", "Rank",
              "ReadVariableOp", "VarHandleOp", "Placeholder", "NoOp", "AssignVariableOp",
@@ -104,11 +107,12 @@ def estimate(cfg: TrainConfig, micro_batch: int, mixed: bool) -> dict:
                  + vgg_params)
     acts = {f"G/{k}": micro_batch * v + g_fixed[k] for k, v in g_ps.items()}
     acts.update({f"D/{k}": micro_batch * v + d_fixed[k] for k, v in d_ps.items()})
+    precision = "mixed_float16" if mixed else "float32"
+    activations = KEPT_SHARE[precision] * sum(acts.values())
     if lpips_ps:
         acts["LPIPS/vgg16"] = micro_batch * sum(lpips_ps.values())
-    precision = "mixed_float16" if mixed else "float32"
+        activations += LPIPS_KEPT_SHARE * acts["LPIPS/vgg16"]
     counted = sum(acts.values())
-    activations = KEPT_SHARE[precision] * counted
     tensors = state + activations
     largest = sorted(acts.items(), key=lambda kv: -kv[1])[:6]
     return {
