@@ -69,6 +69,7 @@ def main() -> None:
     args = p.parse_args()
 
     out = Path(args.out or tempfile.mkdtemp(prefix="fastgan_ablations_"))
+    out.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str(REPO))
     from fastgan_tf.metrics import backbone_weights_available
 
@@ -83,7 +84,8 @@ def main() -> None:
 
     results = []
     for name in args.variants.split(","):
-        widths = [] if name == "ssd" else ["--ngf", str(args.width), "--ndf", str(args.width)]
+        width = 64 if name == "ssd" else args.width  # SSD at the paper's widths (6.6 M params)
+        widths = ["--ngf", str(width), "--ndf", str(width)]
         train = [sys.executable, "train.py", "--dataset", args.dataset, "--epochs",
                  str(args.epochs), "--resolution", "64", "--batch-size", str(args.batch_size),
                  "--recon-loss", "l1", "--fid-every", "0", "--out", str(out), "--run-name", name,

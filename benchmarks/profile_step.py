@@ -88,9 +88,11 @@ def op_type_times(gan, real, steps: int) -> dict[str, float] | None:
     for plane in space.planes:
         for line in plane.lines:
             for event in line.events:
-                name = plane.event_metadata[event.metadata_id].name
-                if ":" in name and not name.startswith("__inference"):
-                    per_type[name.rsplit(":", 1)[1]] += event.duration_ps / 1e9 / steps
+                name = plane.event_metadata[event.metadata_id].name  # "op_name:OpType"
+                if ":" in name and "__inference" not in name:
+                    op_type = name.rsplit(":", 1)[1]
+                    if op_type not in ("Run", "Process"):  # executor wrappers, not ops
+                        per_type[op_type] += event.duration_ps / 1e9 / steps
     top = sorted(per_type.items(), key=lambda kv: -kv[1])[:20]
     return {k: round(v, 1) for k, v in top}
 

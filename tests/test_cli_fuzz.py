@@ -11,12 +11,12 @@ offline error: the subject is the error path, not the models (tests/test_train.p
 
 import contextlib
 import io
-import string
+import os
 
 import numpy as np
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from conftest import write_images
@@ -25,7 +25,9 @@ from fastgan_tf.cli import train as train_cli
 from fastgan_tf.config import TrainConfig
 from fastgan_tf.errors import UserError
 
-SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
+# benchmarks/fault_injection.py runs many more examples through FASTGAN_FUZZ_EXAMPLES.
+SETTINGS = settings(max_examples=int(os.environ.get("FASTGAN_FUZZ_EXAMPLES", "40")),
+                    deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture,
                                            HealthCheck.too_slow])
 
@@ -90,7 +92,9 @@ def call(main, argv):
     return code, out.getvalue(), err.getvalue()
 
 
-def check(code, err, argv):
+def check(code, err, argv, fuzzing=True):
+    if fuzzing:  # `--hypothesis-show-statistics` shows which checks the examples reached
+        event(f"exit {code}: " + (err.strip().splitlines() or [""])[-1].split(": error: ")[-1][:24])
     assert code in (0, 2), (code, argv, err)
     assert "Traceback" not in err, (argv, err)
     if code == 2:
@@ -107,8 +111,34 @@ def arguments(parser, values):
     """Random argument lists: real options (and near misses) followed by random values."""
     options = option_strings(parser) + ["--epoch", "--resolutions", "-x", "--", "---"]
     value = st.one_of(st.sampled_from(CHOICES), NUMBERS.map(str), TEXT, st.sampled_from(values))
-    pair = st.tuples(st.sampled_from(options), st.lists(value, max_size=2))
-    return st.lists(pair, max_size=6).map(lambda pairs: [t for o, vs in pairs for t in (o, *vs)])
+    count = st.sampled_from([1, 1, 1, 1, 1, 0, 2])  # options mostly take one value
+    pair = st.tuples(st.sampled_from(options), count.flatmap(lambda n: st.lists(
+        value, min_size=n, max_size=n)))
+    return st.lists(pair, max_size=5).map(lambda pairs: [t for o, vs in pairs for t in (o, *vs)])
+
+
+def typed_arguments(parser, paths):
+    """Random argument lists whose values mostly have the right type: they get past argparse."""
+    import argparse
+
+    def values_for(action):
+        if action.nargs == 0:
+            return st.just([])
+        if action.choices:
+            good = st.sampled_from([str(c) for c in action.choices])
+        elif action.type is int or getattr(action.type, "__name__", "") == "_positive":
+            good = st.integers(-2, 130).map(str)
+        elif action.type is float:
+            good = st.one_of(st.floats(-1, 2), st.sampled_from([0.0, 1.0, 1e-4])).map(str)
+        else:
+            good = st.one_of(st.sampled_from(paths), TEXT, st.sampled_from(CHOICES))
+        return st.one_of(good, good, good, st.sampled_from(CHOICES), TEXT).map(lambda v: [v])
+
+    actions = [a for a in parser._actions if a.option_strings
+               and not isinstance(a, (argparse._HelpAction, argparse._VersionAction))]
+    pair = st.sampled_from(actions).flatmap(
+        lambda a: values_for(a).map(lambda vs, a=a: [a.option_strings[-1], *vs]))
+    return st.lists(pair, max_size=6).map(lambda pairs: [t for p in pairs for t in p])
 
 
 KEYS = [f.replace("_", "-") if i % 2 else f
@@ -137,6 +167,16 @@ def test_train_dry_run_random_command_lines(places, offline_and_fast, data):
 
 
 @SETTINGS
+@given(data=st.data())
+def test_train_dry_run_well_typed_command_lines(places, offline_and_fast, data):
+    argv = ["--dataset", data.draw(st.sampled_from(places["datasets"][:2])),
+            *data.draw(typed_arguments(train_cli.build_parser(), places["datasets"])),
+            "--dry-run", "--out", str(places["base"] / "out")]
+    code, out, err = call(train_cli.main, argv)
+    check(code, err, argv)
+
+
+@SETTINGS
 @given(doc=YAML_DOCS, dataset=st.sampled_from(["demo", None]), data=st.data())
 def test_train_dry_run_random_config_files(places, offline_and_fast, doc, dataset, data):
     places["yaml"].write_text(doc, encoding="utf-8")
@@ -156,7 +196,7 @@ def test_evaluate_random_command_lines(places, offline_and_fast, data):
     runs = places["runs"]
     targets = [str(runs / "no-ckpt"), str(runs / "bad-config"), "no-ckpt", str(runs / "nothing"),
                str(places["base"] / "empty")]
-    argv = data.draw(arguments(parser, targets))
+    argv = data.draw(st.one_of(arguments(parser, targets), typed_arguments(parser, targets)))
     action = data.draw(st.sampled_from([[], ["--grid"], ["--fid", "--kid"], ["--generate", "4"],
                                         ["--export", str(places["base"] / "export")]]))
     where = data.draw(st.sampled_from([["--out", str(runs)], ["--out", str(places["base"] / "empty")],
@@ -167,19 +207,24 @@ def test_evaluate_random_command_lines(places, offline_and_fast, data):
     assert not (places["base"] / "export").exists()  # no action ran: no checkpoint anywhere
 
 
-@pytest.mark.parametrize("argv", [
-    ["--help"],
-    ["--dataset", "demo", "--seed", str(2**70)],
-    ["--dataset", "demo", "--lr", "inf"],
-    ["--dataset", "demo", "--lr", "nan"],
-    ["--dataset", "demo", "--nz", "0"],
-    ["--dataset", "demo", "--fid-samples", "1"],
-    ["--dataset", "demo", "--max-nan-retries", "-1"],
-    ["--dataset", "demo", "--keep-checkpoints", "0"],
-    ["--dataset", "demo", "--run-name", "../../elsewhere"],
-    ["--dataset", "demo", "--run-name", ""],
+@pytest.mark.parametrize("argv, expected", [
+    (["--help"], 0),
+    (["--dataset", "demo"], 0),
+    (["--dataset", "demo", "--seed", str(2**70)], "seed must be in [0, 2**32)"),  # numpy: 32 bits
+    (["--dataset", "demo", "--lr", "inf"], "lr must be a positive number"),
+    (["--dataset", "demo", "--lr", "nan"], "lr must be a positive number"),
+    (["--dataset", "demo", "--nz", "0"], "nz must be at least 1"),
+    (["--dataset", "demo", "--fid-samples", "1"], "fid_samples must be at least 2"),
+    (["--dataset", "demo", "--max-nan-retries", "-1"], "max_nan_retries must be 0"),
+    (["--dataset", "demo", "--keep-checkpoints", "0"], "keep_checkpoints must be at least 1"),
+    (["--dataset", "demo", "--epochs", "ten"], "invalid int value: 'ten'"),
+    (["--dataset", "demo", "--epochs", "1\n2"], "invalid int value"),  # still one line
 ])
-def test_train_edge_cases(places, offline_and_fast, argv):
+def test_train_edge_cases(places, offline_and_fast, argv, expected):
     code, out, err = call(train_cli.main, [*argv, "--dry-run", "--out",
                                            str(places["base"] / "out")])
-    check(code, err, argv)
+    check(code, err, argv, fuzzing=False)
+    if expected == 0:
+        assert code == 0
+    else:
+        assert code == 2 and expected in err

@@ -131,13 +131,17 @@ def test_xla_step_compiles_once_and_matches_the_plain_step():
     plain = _gan(_cfg())
     xla = _gan(_cfg(xla=True))
     times = []
-    for _ in range(3):
+    for step in range(3):
         start = time.perf_counter()
         fast = {k: float(v) for k, v in xla.train_step(real).items()}
         times.append(time.perf_counter() - start)
         slow = {k: float(v) for k, v in plain.train_step(real).items()}
-        for k in ("d_loss", "g_loss", "recon"):
-            assert fast[k] == pytest.approx(slow[k], rel=2e-3), (k, fast, slow)
+        # Same random numbers, so the first D losses agree to rounding. Everything after Adam's
+        # first update (the G loss, later steps) drifts a little: Adam's first step is ~lr *
+        # sign(gradient), and XLA's different kernels flip the sign of near-zero gradients.
+        for k in ("d_real", "d_fake", "recon", "g_loss"):
+            tolerance = 1e-4 if step == 0 and k != "g_loss" else 2e-2
+            assert fast[k] == pytest.approx(slow[k], rel=tolerance), (step, k, fast, slow)
     # A recompilation per call (a value XLA needs as a constant changing each step) would make
     # every call as slow as the first.
     assert max(times[1:]) < times[0] / 4, times

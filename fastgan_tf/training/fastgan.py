@@ -77,15 +77,19 @@ class StepRandom:
     rows [index * n, (index + 1) * n): the rows of its samples when samples are laid out shard by
     shard. Scalar draws are shared by all shards. Two objects made with the same arguments give
     the same numbers, so a pass can be replayed exactly (gradient accumulation does).
+
+    Only Philox integer draws are used: XLA converts bits to floats (and picks its default
+    algorithm) differently, and the same step with and without --xla should see the same numbers.
+    Normals come from them by Box-Muller (tails cut at 5.9 sigma).
     """
 
     def __init__(self, key, stream: int, index=0, shards: int = 1):
-        self._key = tf.random.experimental.stateless_fold_in(key, stream)
+        self._key = tf.random.experimental.stateless_fold_in(key, stream, alg="philox")
         self._index, self._shards, self._calls = index, shards, 0
 
     def _seed(self):
         self._calls += 1
-        return tf.random.experimental.stateless_fold_in(self._key, self._calls)
+        return tf.random.experimental.stateless_fold_in(self._key, self._calls, alg="philox")
 
     def _rows(self, draw, shape):
         shape = tf.convert_to_tensor(shape, tf.int32)
@@ -94,14 +98,29 @@ class StepRandom:
         full = draw(tf.concat([shape[:1] * self._shards, shape[1:]], axis=0))
         return tf.gather(tf.reshape(full, tf.concat([[self._shards], shape], axis=0)), self._index)
 
+    def _bits24(self, shape, seed):
+        return tf.random.stateless_uniform(shape, seed, minval=0, maxval=2**24, dtype=tf.int32,
+                                           alg="philox")
+
     def uniform(self, shape, minval=0, maxval=None, dtype=tf.float32):
         seed = self._seed()
-        return self._rows(lambda s: tf.random.stateless_uniform(
-            s, seed, minval=minval, maxval=maxval, dtype=dtype), shape)
+        if dtype.is_integer:
+            return self._rows(lambda s: tf.random.stateless_uniform(
+                s, seed, minval=minval, maxval=maxval, dtype=dtype, alg="philox"), shape)
+        high = 1.0 if maxval is None else maxval
+        return self._rows(lambda s: minval + (high - minval) * tf.cast(
+            self._bits24(s, seed), dtype) * 2.0**-24, shape)
 
     def normal(self, shape, dtype=tf.float32):
         seed = self._seed()
-        return self._rows(lambda s: tf.random.stateless_normal(s, seed, dtype=dtype), shape)
+
+        def draw(s):
+            u1 = (tf.cast(self._bits24(s, seed), tf.float32) + 0.5) * 2.0**-24  # (0, 1)
+            u2 = tf.cast(self._bits24(s, tf.random.experimental.stateless_fold_in(
+                seed, 1, alg="philox")), tf.float32) * 2.0**-24
+            return tf.cast(tf.sqrt(-2.0 * tf.math.log(u1)) * tf.cos(6.283185307179586 * u2), dtype)
+
+        return self._rows(draw, shape)
 
 
 class Shard:

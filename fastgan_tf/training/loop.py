@@ -239,8 +239,9 @@ class Trainer:
         keras.utils.set_random_seed(cfg.seed)
         if cfg.deterministic:
             tf.config.experimental.enable_op_determinism()
-            if (os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0"
-                    or os.environ.get("TF_NUM_INTEROP_THREADS") != "1"):
+            one_op_at_a_time = (os.environ.get("TF_NUM_INTEROP_THREADS") == "1"
+                                or tf.config.threading.get_inter_op_parallelism_threads() == 1)
+            if os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0" or not one_op_at_a_time:
                 say("warning: deterministic training also needs TF_ENABLE_ONEDNN_OPTS=0 and "
                     "TF_NUM_INTEROP_THREADS=1 set before TensorFlow starts (train.py does that); "
                     "without them, runs on a CPU can differ in the last bits")
