@@ -42,7 +42,6 @@ ARGS = ["--epochs", "3", "--deterministic", "--seed", "5", "--checkpoint-every",
         "--sample-every", "1", "--fid-every", "1", "--fid-samples", "8", "--batch-size", "4",
         "--resolution", "64", "--ngf", "16", "--ndf", "16", "--recon-loss", "l1",
         "--log-every", "1"]
-FINAL = 12  # 3 epochs x 4 steps
 
 
 @dataclass
@@ -100,11 +99,14 @@ class Suite:
         listed = Checkpoints((out or self.out) / run / "ckpt").listed
         return [Path(p).name for p in listed], [Path(p).name for p in listed if verify(p)]
 
-    def same_weights(self, run: str, reference: str, step: int = FINAL) -> bool:
+    def same_weights(self, run: str, reference: str) -> bool:
+        """Every tensor of the two runs' latest checkpoints equal (and the same step)."""
         import tensorflow as tf
 
+        from fastgan_tf.checkpoints import Checkpoints
+
         def state(name):
-            reader = tf.train.load_checkpoint(str(self.out / name / "ckpt" / f"ckpt-{step}"))
+            reader = tf.train.load_checkpoint(Checkpoints(self.out / name / "ckpt").latest)
             return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
                     if not k.startswith(("save_counter", "_CHECKPOINTABLE"))}
 
@@ -131,7 +133,7 @@ class Suite:
     def moment(self, run: str) -> str:
         ckpt = self.out / run / "ckpt"
         writing = ckpt.is_dir() and any(p.name.endswith("_temp") for p in ckpt.iterdir())
-        return f"step {self.steps(run)}" + (", during a checkpoint write" if writing else "")
+        return f"after step {self.steps(run)}" + (" in a checkpoint write" if writing else "")
 
     def record(self, row: Row, run: str, outcome: str, out: Path | None = None) -> None:
         listed, unreadable = self.listed_unreadable(run, out)
@@ -151,28 +153,38 @@ class Suite:
     # ----------------------------------------------------------------------------- faults
     def references(self) -> None:
         began = time.time()
-        code, err = self.run(self.command("ref"))
-        self.span = 1.2 * (time.time() - began)
+        proc = self.start(self.command("ref"))
+        self.wait_for_training(proc)
+        self.setup = time.time() - began
+        code, err = self.finish(proc)
+        self.training = time.time() - began - self.setup
         if code != 0:
             raise SystemExit(f"reference run failed: {err[-2000:]}")
         code, err = self.run(self.command("ref-nan", "nan:batch:1:1"))
         if code != 0:
             raise SystemExit(f"reference run failed: {err[-2000:]}")
-        self.log.append(f"  reference runs: {self.span / 1.2:.0f} s uninterrupted")
+        self.log.append(f"  reference run: {self.setup:.0f} s start-up, {self.training:.0f} s "
+                        "training")
 
     def random_kills(self, kills: int) -> None:
-        row = Row("SIGKILL at a random moment", "`kill -9` from outside after a uniform random "
-                  f"delay (0 to {self.span:.0f} s, 1.2x an uninterrupted run: setup, steps, "
-                  "sample/FID/checkpoint writes); a finished run starts a new one")
+        row = Row("SIGKILL at a random moment", "`kill -9` from outside: 1 in 4 at a uniform "
+                  f"random time of the start-up (0-{self.setup:.0f} s), the others of the "
+                  f"training (0-{self.training:.0f} s after `Training ...`: steps, sample grids, "
+                  "FID, checkpoint writes); a finished run is compared and a new one started")
         chain, exact = 0, True
-        for _ in range(kills):
+        for trial in range(kills):
             run = f"random-{chain}"
             proc = self.start(self.command(run))
-            time.sleep(self.rng.uniform(0.0, self.span))
-            moment = self.moment(run)
+            if trial % 4 == 0:
+                time.sleep(self.rng.uniform(0.0, self.setup))
+            else:
+                self.wait_for_training(proc)
+                time.sleep(self.rng.uniform(0.0, self.training))
+            training = any(line.startswith("Training") for line in proc.lines)
+            moment = self.moment(run) if training else "during start-up"
             proc.kill()
             code, _ = self.finish(proc)
-            self.record(row, run, "finished before the kill" if code == 0 else f"killed at {moment}")
+            self.record(row, run, "finished before the kill" if code == 0 else f"killed {moment}")
             if code == 0:
                 exact = exact and self.same_weights(run, "ref")
                 chain += 1
@@ -181,6 +193,13 @@ class Suite:
         row.bit_exact = "yes" if exact and row.bit_exact != "no" else "no"
         row.message = "(none: a kill prints nothing; the next run says `Resuming ... from ckpt-N`)"
         self.rows.append(row)
+
+    @staticmethod
+    def wait_for_training(proc, timeout=600) -> None:
+        deadline = time.time() + timeout
+        while (time.time() < deadline and proc.poll() is None
+               and not any(line.startswith("Training") for line in proc.lines)):
+            time.sleep(0.02)
 
     def targeted_kills(self) -> None:
         row = Row("SIGKILL inside a write or a step", "self-inflicted SIGKILL at a chosen point "
@@ -204,11 +223,8 @@ class Suite:
             run = f"ctrl-c-{presses}"
             for _ in range(trials):
                 proc = self.start(self.command(run))
-                deadline = time.time() + 300
-                while (time.time() < deadline and proc.poll() is None
-                       and not any(line.startswith("Training") for line in proc.lines)):
-                    time.sleep(0.05)
-                time.sleep(self.rng.uniform(0.5, 6.0))
+                self.wait_for_training(proc)
+                time.sleep(self.rng.uniform(0.0, self.training * 0.8))
                 for _ in range(presses):
                     proc.send_signal(signal.SIGINT)
                     time.sleep(0.05)
@@ -305,8 +321,9 @@ class Suite:
             said = [line for line in err.splitlines() if "error:" in line or "warning: could" in line]
             if what == "checkpoint" and not row.message:
                 row.message = said[-1] if said else ""
-            self.record(row, run, f"{what} {fault.split(':')[-1]}: exit {code} ({expected}); "
-                                  f"said: {said[-1][:90] if said else 'NOTHING'}")
+            self.log.extend(f"    said: {line}" for line in said)
+            self.record(row, run, f"{what} {fault.split(':')[-1]}: exit {code}, {expected}"
+                                  + ("" if said else " (BUT NOTHING SAID)"))
             self.complete(row, run, "ref")
         self.rows.append(row)
         self.real_full_disk()
@@ -340,15 +357,13 @@ class Suite:
         for i in range(trials):
             run = f"lock-{i}"
             first = self.start(self.command(run))
-            while first.poll() is None and not any(l.startswith("Training") for l in first.lines):
-                time.sleep(0.05)
+            self.wait_for_training(first)
             code, err = self.run(self.command(run))
             row.message = row.message or err.strip().splitlines()[-1]
             first.kill()
             self.finish(first)
             third = self.start(self.command(run))
-            while third.poll() is None and not any(l.startswith("Training") for l in third.lines):
-                time.sleep(0.05)
+            self.wait_for_training(third)
             took_over = any(l.startswith("Training") for l in third.lines)
             third.kill()
             self.finish(third)
@@ -417,8 +432,42 @@ def write_report(suite: Suite, path: Path, started: float, args) -> None:
         outcomes = "; ".join(_count(row.outcomes))
         lines.append(f"| {row.fault} | {row.how} | {row.trials} | {outcomes} | {row.unreadable} | "
                      f"{row.bit_exact} | {_cell(row.message)} |")
-    lines += ["", "## Trial log", "", "```", *suite.log, "```", ""]
-    path.write_text("\n".join(lines), encoding="utf-8")
+    lines += ["", HOW_IT_WORKS, "", "## Trial log", "", "```", *suite.log, "```", ""]
+    text = "\n".join(lines).replace(str(suite.work), "<work>")
+    path.write_text(text, encoding="utf-8")
+
+
+HOW_IT_WORKS = """## What keeps the runs safe
+
+- **Writes are atomic.** Small files (config.yaml, dataset.json, recovery.json, PNGs, the
+  checkpoint state file) are written beside the target and renamed over it. A checkpoint is
+  written by TensorFlow into `ckpt-N_temp/` and moved into place; only then is it listed in
+  `ckpt/checkpoint`, and only after that are old checkpoints deleted (index first). So every
+  listed checkpoint is complete at every instant; leftovers of an interrupted write are removed on
+  the next start (`fastgan_tf/checkpoints.py`).
+- **There is always a checkpoint.** A new run saves `ckpt-0` before its first step.
+- **Resume does not trust one file.** Listed checkpoints are tried newest first, then unlisted
+  ones; one that does not restore completely is reported, moved to `ckpt/broken/` (never deleted)
+  and the previous one is used. A checkpoint that reads fine but has other shapes is refused with
+  the differing tensors named; config.yaml differences are named per key. Checkpoints carry a
+  format version.
+- **NaN/Inf roll back, a bounded number of times.** Losses are checked after every step and all
+  weights before anything is written. A failure restores the newest good checkpoint, skips the
+  batch, reseeds the step RNG from (seed, checkpoint, attempt) and, under mixed precision, divides
+  the loss scale by 2^attempt; `recovery.json` keeps the count across restarts, and training stops
+  with a one-line message after `--max-nan-retries` (3) failures without getting past the failing
+  step. The changes depend only on (checkpoint, attempt), so a run killed after a rollback resumes
+  bit-exactly.
+- **Failed writes.** A checkpoint that cannot be written stops training with the OS's reason; the
+  previous one is intact and the partial write removed. Sample grids, metrics and FID records
+  that cannot be written only warn (once until they work again).
+- **One trainer per run.** An OS lock (`flock`/`msvcrt.locking`) on `<out>/.<run>.lock`, released
+  by the OS when the process dies.
+- **Ctrl-C** once: finish the step, save, exit 130; twice: exit 130 at once.
+- **--deterministic** also turns off oneDNN's CPU kernels and runs one op at a time
+  (`TF_ENABLE_ONEDNN_OPTS=0`, `TF_NUM_INTEROP_THREADS=1`, set by train.py before TensorFlow
+  starts): with either on, identical CPU runs drifted apart in the last bits within a few steps,
+  op determinism notwithstanding."""
 
 
 def _count(outcomes: list[str]) -> list[str]:
@@ -430,9 +479,7 @@ def _count(outcomes: list[str]) -> list[str]:
 
 def _cell(text: str) -> str:
     text = " ".join(text.split()).replace("|", "\\|")
-    if "/tmp/" in text or tempfile.gettempdir() in text:
-        text = text.replace(tempfile.gettempdir(), "/tmp")
-    return f"`{text[:300]}`" if text and not text.startswith(("`", "(")) else text
+    return f"`{text}`" if text and not text.startswith(("`", "(")) else text
 
 
 def main() -> int:

@@ -1,4 +1,4 @@
-"""Images per second of generation alone (the EMA generator, as evaluate.py and FID use it), as JSON.
+"""Images per second of generation alone (the EMA generator, as evaluate.py uses it), as JSON.
 
     python benchmarks/generation.py --resolution 256 --batch-size 16 --threads 2
 

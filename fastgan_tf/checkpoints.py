@@ -174,8 +174,9 @@ class Checkpoints:
                 f"wrote {path} but could not update {self.directory / STATE_FILE}: "
                 f"{reason_of(e)}. The earlier checkpoints are intact; free disk space or fix "
                 "permissions, then re-run the same command to resume") from None
-        for old in older:
-            if old not in kept:
+        oldest_kept = min(checkpoint_number(p) for p in kept)
+        for old in self.candidates():  # listed or left unlisted by an interrupted rotation
+            if checkpoint_number(old) < oldest_kept:
                 self._delete(old)
         return path
 

@@ -138,7 +138,8 @@ def test_two_replicas_of_4_match_one_device_of_8(tmp_path):
         done = subprocess.run([sys.executable, str(script), name, prefix], env=_env(**env),
                               capture_output=True, text=True, cwd=REPO, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
-        runs[name] = (json.loads(Path(prefix + ".json").read_text()), dict(np.load(prefix + ".npz")))
+        runs[name] = (json.loads(Path(prefix + ".json").read_text()),
+                      dict(np.load(prefix + ".npz")))
     (one, one_upd), (two, two_upd) = runs["one"], runs["mirrored"]
     assert (one["replicas"], two["replicas"]) == (1, 2)
     assert two["step"] == 1 and two["ema_ok"] and two["copies_equal"]

@@ -28,7 +28,7 @@ from fastgan_tf.checkpoints import Checkpoints, RunLock, verify
 from fastgan_tf.cli.train import main
 from fastgan_tf.errors import UserError
 from fastgan_tf import faults
-from fastgan_tf.training.recovery import retry_seed, vary
+from fastgan_tf.training.recovery import Recovery, retry_seed, vary
 
 REPO = Path(__file__).resolve().parents[1]
 # 16 images, batch 4: 4 steps per epoch, a checkpoint after each epoch (plus ckpt-0 at the start).
@@ -127,14 +127,27 @@ def test_nan_that_keeps_coming_back_stops_after_the_bound(resume):
     code, err = resume(3, "--max-nan-retries", "2", faults_=["nan:from:9"])
     assert code == 2
     line = error_line(err)
-    assert "at step 9" in line and "after 2 rollbacks to ckpt-8" in line
+    assert "at step 9" in line and "after 2 rollbacks (the last to ckpt-8)" in line
     assert "--lr" in line and "recovery.json" in line
     assert err.count("rolled back to ckpt-8") == 2
     assert listed_numbers(resume.dir) == [4, 8] and all_listed_readable(resume.dir)
     # The bound survives a restart: the same command stops at once, before training.
     code, err = resume(3, "--max-nan-retries", "2")
-    assert code == 2 and "after 2 rollbacks to ckpt-8" in error_line(err)
+    assert code == 2 and "after 2 rollbacks (the last to ckpt-8)" in error_line(err)
     assert "epoch 3/3" not in err
+
+
+def test_retry_count_resets_only_when_training_got_past_the_failure(tmp_path):
+    recovery = Recovery.load(tmp_path)
+    # Step 6 keeps failing; skipping batches lets epoch 2 end at ckpt-5, still short of step 6.
+    attempts = [recovery.record(back_to, dict(step=6, epoch=1, batch=b))
+                for back_to, b in ((4, 1), (4, 2), (4, 3), (5, 0))]
+    assert attempts == [1, 2, 3, 4]
+    assert recovery.record(8, dict(step=10, epoch=2, batch=1)) == 1  # got past step 6
+    recovery.save()
+    again = Recovery.load(tmp_path)
+    assert (again.checkpoint, again.failed_at, again.attempts) == (8, 10, 1)
+    assert again.pending_for(8) == 1 and again.pending_for(4) == 0
 
 
 def test_retry_changes_are_a_function_of_checkpoint_and_attempt():
@@ -209,6 +222,10 @@ def test_rotation_never_lists_a_checkpoint_it_is_deleting(tmp_path, monkeypatch)
     assert [Path(p).name for p in ck.listed] == ["ckpt-2", "ckpt-3"]
     assert all(verify(p) is None for p in ck.listed)
     assert (tmp_path / "ckpt" / "ckpt-1.index").exists()  # unlisted: harmless, never tried first
+    monkeypatch.undo()
+    ck.save(4)  # the next rotation also removes what the interrupted one left
+    assert sorted(p.name for p in (tmp_path / "ckpt").glob("*.index")) == [
+        "ckpt-3.index", "ckpt-4.index"]
     # Leftovers of interrupted writes are tidied: temp folders and data without an index.
     (tmp_path / "ckpt" / "ckpt-9_temp").mkdir()
     (tmp_path / "ckpt" / "ckpt-7.data-00000-of-00001").write_bytes(b"x")
@@ -318,6 +335,25 @@ def _logged_steps(run):
 
 @pytest.mark.slow
 @pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
+@pytest.mark.parametrize("how", ["raised", "returned"])
+def test_ctrl_c_during_shutdown_cannot_turn_exit_130_into_a_signal_death(how):
+    """After a Ctrl-C the process is quitting; a second press while TensorFlow shuts down is
+    ignored instead of killing the process by SIGINT (exit -2 instead of 130)."""
+    from fastgan_tf.cli.common import ArgumentParser, EXIT_INTERRUPTED, run_cli
+
+    def run(args):
+        if how == "raised":
+            raise KeyboardInterrupt
+        return EXIT_INTERRUPTED
+
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        assert run_cli(ArgumentParser(prog="train.py"), run, []) == EXIT_INTERRUPTED
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 def test_kills_at_any_instant_and_ctrl_c_twice_keep_checkpoints_and_bit_exact(data, tmp_path):
     """SIGKILL inside a checkpoint write, then at a random moment, then Ctrl-C twice: after
     each, every listed checkpoint reads; finished, the run equals an uninterrupted one bit for

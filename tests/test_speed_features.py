@@ -64,7 +64,7 @@ def test_shards_draw_the_rows_of_the_global_batch():
 
 # --------------------------------------------------------------------------- accumulation
 def _batch_independent(monkeypatch):
-    """BatchNorm with fixed statistics and no noise: then a sample's result depends on itself only."""
+    """BatchNorm with fixed statistics and no noise: each sample's result depends on itself only."""
     def bn(self, inputs, training=False):
         return tf.cast(tf.cast(inputs, tf.float32) * self.gamma + self.beta, self.compute_dtype)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Callable
 
@@ -45,7 +46,7 @@ def run_cli(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace],
     from fastgan_tf.errors import UserError
 
     try:
-        return run(args)
+        code = run(args)
     except UserError as e:
         print(f"{parser.prog}: error: {one_line(e)}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -55,8 +56,21 @@ def run_cli(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace],
               "permissions, then re-run the same command", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
+        ignore_further_ctrl_c()
         print(f"\n{parser.prog}: interrupted; the last saved checkpoint is intact.", file=sys.stderr)
         return EXIT_INTERRUPTED
+    if code == EXIT_INTERRUPTED:
+        ignore_further_ctrl_c()
+    return code
+
+
+def ignore_further_ctrl_c() -> None:
+    """The process is quitting on the user's Ctrl-C: another press during shutdown (TensorFlow's
+    exit handlers can take a while) must not turn exit 130 into a death by SIGINT."""
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread (an embedding program): its signals are its own
+        pass
 
 
 def one_line(message: object) -> str:

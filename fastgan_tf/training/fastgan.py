@@ -39,6 +39,7 @@ import tensorflow as tf
 from fastgan_tf import losses
 from fastgan_tf.augment import diff_augment
 from fastgan_tf.config import TrainConfig
+from fastgan_tf.errors import UserError
 from fastgan_tf.imageops import nearest_resize, quadrant
 from fastgan_tf.models import Discriminator, Generator
 from fastgan_tf.training.distribute import check_batch_split
@@ -182,6 +183,9 @@ class FastGAN:
         self.replicas = int(self.strategy.num_replicas_in_sync)
         self.accumulate = int(getattr(cfg, "accumulate", 1))
         self.micro_batch = check_batch_split(cfg.batch_size, self.replicas, self.accumulate)
+        if cfg.xla and self.replicas > 1:  # XLA around strategy.run is not supported by TF
+            raise UserError(f"--xla compiles the step for one device, but the strategy has "
+                            f"{self.replicas} replicas: drop --xla or use --strategy one")
         sync = self.replicas > 1
         with self.strategy.scope():
             self.generator = build_generator(cfg, sync_bn=sync)

@@ -381,8 +381,8 @@ class Trainer:
     def _roll_back(self, what: str, epoch: int, batch: int | None) -> None:
         """Go back to the newest good checkpoint and retry differently, or stop if that failed.
 
-        Raises UserError after `max_nan_retries` rollbacks to the same checkpoint; all
-        checkpoints are left as they are.
+        Raises UserError after `max_nan_retries` failures without getting past the step that
+        failed before (see recovery.py); all checkpoints are left as they are.
         """
         cfg, gan = self.cfg, self.gan
         step = int(gan.step.numpy())
@@ -394,13 +394,13 @@ class Trainer:
                             "checkpoint to roll back to; start over with --fresh")
         name, back_to = Path(restored.path).name, checkpoint_number(restored.path)
         event = dict(step=step, epoch=epoch, batch=batch, problem=what)
-        attempt = self.recovery.record(back_to, event,
-                                       skip=self.recovery.pending_for(back_to) < cfg.max_nan_retries)
+        attempt = self.recovery.record(back_to, event)
         if attempt > cfg.max_nan_retries:
             self._best_effort(self.recovery.path.name, self.recovery.save)
             raise UserError(self._gave_up(f"{what} at {where} again", name))
         changes = vary(gan, cfg.seed, back_to, attempt)
         if batch is not None:
+            self.recovery.skip.add((epoch, batch))
             changes.insert(0, "skipping that batch")
         self._best_effort(self.recovery.path.name, self.recovery.save)
         self._best_effort("metrics.jsonl", self.log.forget_after, back_to)
@@ -409,8 +409,8 @@ class Trainer:
 
     def _gave_up(self, what: str, name: str) -> str:
         retries = self.cfg.max_nan_retries
-        return (f"{what} after {retries} rollbacks to {name}, so training stopped; every "
-                f"checkpoint is intact (latest: {name}) and the attempts are in "
+        return (f"{what} after {retries} rollbacks (the last to {name}), so training stopped; "
+                f"every checkpoint is intact (latest: {name}) and the attempts are in "
                 f"{self.recovery.path}. Try a lower --lr or --mixed-precision off (with --fresh or "
                 f"--run-name NEW), or raise --max-nan-retries / delete {self.recovery.path.name} "
                 "to try again from the same checkpoint")

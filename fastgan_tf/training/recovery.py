@@ -2,8 +2,11 @@
 
 ``<run>/recovery.json`` records::
 
-    {"checkpoint": 1200,        step of the checkpoint the current attempts restart from
-     "attempts": 2,             rollbacks to that checkpoint so far (bounded by max_nan_retries)
+    {"checkpoint": 1200,        step of the checkpoint the last rollback went back to
+     "failed_at": 1207,         step that failed last
+     "attempts": 2,             failures since training last got past a failure (bounded by
+                                max_nan_retries: a run cannot loop forever, even by skipping
+                                batch after batch into new checkpoints)
      "skip": [[12, 3]],         (epoch, batch) pairs that produced a NaN: never trained again
      "events": [...]}           one record per rollback, for the user
 
@@ -37,6 +40,7 @@ FILE_NAME = "recovery.json"
 class Recovery:
     path: Path
     checkpoint: int | None = None
+    failed_at: int | None = None
     attempts: int = 0
     skip: set[tuple[int, int]] = field(default_factory=set)
     events: list[dict] = field(default_factory=list)
@@ -47,28 +51,28 @@ class Recovery:
         path = Path(run_dir) / FILE_NAME
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            return cls(path, data.get("checkpoint"), int(data.get("attempts", 0)),
+            return cls(path, data.get("checkpoint"), data.get("failed_at"),
+                       int(data.get("attempts", 0)),
                        {(int(e), int(b)) for e, b in data.get("skip", [])},
                        list(data.get("events", [])))
         except (OSError, ValueError, TypeError, AttributeError):
             return cls(path)
 
     def save(self) -> None:
-        data = {"checkpoint": self.checkpoint, "attempts": self.attempts,
-                "skip": sorted([e, b] for e, b in self.skip), "events": self.events}
+        data = {"checkpoint": self.checkpoint, "failed_at": self.failed_at,
+                "attempts": self.attempts, "skip": sorted([e, b] for e, b in self.skip),
+                "events": self.events}
         atomic_write_text(self.path, json.dumps(data, indent=2))
 
-    def record(self, checkpoint_step: int, event: dict, skip: bool = True) -> int:
-        """Count one more failure since `checkpoint_step`; returns the attempt number (1, 2, ...).
+    def record(self, checkpoint_step: int, event: dict) -> int:
+        """Count a failure at `event["step"]`, rolled back to `checkpoint_step`; returns its attempt.
 
-        With `skip`, the event's batch is never trained again.
+        The count starts again at 1 only when the checkpoint is past the previous failure, that
+        is, when training got beyond the step that failed before.
         """
-        if self.checkpoint == checkpoint_step:
-            self.attempts += 1
-        else:
-            self.checkpoint, self.attempts = checkpoint_step, 1
-        if skip and event.get("batch") is not None:
-            self.skip.add((int(event["epoch"]), int(event["batch"])))
+        progressed = self.failed_at is None or checkpoint_step >= self.failed_at
+        self.attempts = 1 if progressed else self.attempts + 1
+        self.checkpoint, self.failed_at = checkpoint_step, int(event["step"])
         self.events.append(dict(event, checkpoint=checkpoint_step, attempt=self.attempts,
                                 time=time.strftime("%Y-%m-%dT%H:%M:%S")))
         return self.attempts
