@@ -1,4 +1,4 @@
-"""Export the EMA generator for use without fastgan-tf: a SavedModel plus Keras weights.
+"""Export the EMA generator for use without fastgan-tf: a SavedModel plus a `.keras` archive.
 
 `DIR` becomes a TensorFlow SavedModel (load it with `tf.saved_model.load(DIR)`, no fastgan_tf
 needed) with two signatures:
@@ -8,14 +8,15 @@ needed) with two signatures:
 - ``generate_with_noise_seed(z, noise_seed)``: the same with noise_seed int64 (2,), e.g. to
   reproduce `evaluate.py --generate`, whose k-th batch uses noise seed (seed, k).
 
-Next to it: ``generator.weights.h5`` (Keras weights; rebuilding needs fastgan_tf, see
-`load_weights_export`), ``generator.json`` (constructor arguments and provenance) and README.txt.
-A `.keras` archive is not written: the subclassed Generator has no get_config/registration yet.
+Next to it: ``generator.keras`` (the Keras model: `keras.saving.load_model` with fastgan_tf
+imported, which registers the classes; see `load_keras_export`), ``generator.json`` (constructor
+arguments, signatures and provenance) and README.txt.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import tensorflow as tf
@@ -24,7 +25,7 @@ from fastgan_tf.errors import UserError
 from fastgan_tf.io import atomic_write_text
 
 SEEDED_SIGNATURE = "generate_with_noise_seed"
-WEIGHTS_FILE = "generator.weights.h5"
+KERAS_FILE = "generator.keras"
 CONFIG_FILE = "generator.json"
 
 README = """\
@@ -54,10 +55,12 @@ Generate in batches of 8 or more (16 is what evaluation uses): like the referenc
 generator's BatchNorm always normalises with the statistics of the current batch, so an image
 depends slightly on the other latents in its batch, and a batch of 1 looks worse.
 
-Also here: {weights} (Keras weights of the fastgan_tf Generator) and {config} (its constructor
-arguments). With fastgan-tf installed:
-    from fastgan_tf.export import load_weights_export
-    generator = load_weights_export("{name}")
+Also here: {keras_file}, the Keras model, and {config} (its constructor arguments). The Keras
+model needs fastgan-tf installed (importing it registers the model classes):
+    import keras
+    import fastgan_tf.models
+    generator = keras.saving.load_model("{name}/{keras_file}")
+    big, small = generator(z, training=False)   # float32; small is the 128px side output
 """
 
 
@@ -85,10 +88,15 @@ class _Serving(tf.Module):
 
 
 def generator_config(generator) -> dict:
-    """The Generator constructor arguments that rebuild an identical model."""
-    return {"resolution": generator.resolution, "ngf": generator.ngf, "nz": generator.nz,
-            "output_tanh": generator.output_tanh, "sle": generator.use_sle,
-            "seed": generator.seed}
+    """The generator's class and the constructor arguments that rebuild an identical model."""
+    return {"class": type(generator).__name__, **generator.get_config()}
+
+
+def _save_keras(generator, path: Path) -> None:
+    """`model.save`, written beside `path` and renamed over it (an old export stays whole)."""
+    partial = path.with_name(f".partial-{path.name}")  # Keras insists on the .keras suffix
+    generator.save(str(partial))
+    os.replace(partial, path)
 
 
 def _check_target(out_dir: Path) -> None:
@@ -109,7 +117,7 @@ def export_generator(generator, out_dir: Path, provenance: dict | None = None) -
         "serving_default": module.generate,
         SEEDED_SIGNATURE: module.generate_with_noise_seed,
     })
-    generator.save_weights(str(out_dir / WEIGHTS_FILE))
+    _save_keras(generator, out_dir / KERAS_FILE)
     provenance = dict(provenance or {})
     info = {"generator": generator_config(generator), "provenance": provenance,
             "signatures": {
@@ -122,19 +130,18 @@ def export_generator(generator, out_dir: Path, provenance: dict | None = None) -
     source = ", ".join(f"{k} {v}" for k, v in provenance.items() if v is not None) or "unknown"
     atomic_write_text(out_dir / "README.txt", README.format(
         resolution=generator.resolution, nz=generator.nz, name=out_dir.name, source=source,
-        seeded=SEEDED_SIGNATURE, weights=WEIGHTS_FILE, config=CONFIG_FILE))
-    return {"export_dir": str(out_dir), "weights": str(out_dir / WEIGHTS_FILE), **info}
+        seeded=SEEDED_SIGNATURE, keras_file=KERAS_FILE, config=CONFIG_FILE))
+    return {"export_dir": str(out_dir), "keras": str(out_dir / KERAS_FILE), **info}
 
 
-def load_weights_export(out_dir: Path):
-    """Rebuild the fastgan_tf Generator from an export's generator.json + generator.weights.h5."""
-    from fastgan_tf.models.generator import Generator
+def load_keras_export(out_dir: Path):
+    """The generator of an export, as the Keras model it was (from generator.keras)."""
+    import keras
 
-    out_dir = Path(out_dir)
-    path = out_dir / CONFIG_FILE
+    import fastgan_tf.models  # noqa: F401  (registers Generator and SSDGenerator with Keras)
+
+    path = Path(out_dir) / KERAS_FILE
     if not path.is_file():
-        raise UserError(f"{out_dir} has no {CONFIG_FILE}: it is not a fastgan-tf export")
-    config = json.loads(path.read_text(encoding="utf-8"))["generator"]
-    generator = Generator(**config).build_for_restore()
-    generator.load_weights(str(out_dir / WEIGHTS_FILE))
-    return generator
+        raise UserError(f"{out_dir} has no {KERAS_FILE}: it is not a fastgan-tf export "
+                        "(or an export older than generator.keras: export again)")
+    return keras.saving.load_model(str(path))

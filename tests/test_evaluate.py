@@ -274,6 +274,7 @@ def test_export_matches_the_loaded_generator(trained, tmp_path, capsys):
     result = run_json(capsys, "--export", tmp_path / "export", "--run", trained)
     assert result["generator"]["resolution"] == 64 and result["checkpoint"] == "ckpt-2"
     assert "ckpt-2" in (tmp_path / "export" / "README.txt").read_text()
+    assert (tmp_path / "export" / "generator.keras").is_file()
     model = tf.saved_model.load(str(tmp_path / "export"))
     z = np.random.default_rng(0).standard_normal((4, 256)).astype(np.float32)
     got = model.signatures["serving_default"](z=tf.constant(z))["images_float"].numpy()

@@ -13,8 +13,9 @@ from PIL import Image
 
 from fastgan_tf import generation
 from fastgan_tf.errors import UserError
-from fastgan_tf.export import export_generator, load_weights_export
+from fastgan_tf.export import export_generator, load_keras_export
 from fastgan_tf.models.generator import Generator
+from fastgan_tf.models.ssd import SSDGenerator
 from fastgan_tf.scoring import truncated_normal
 from fastgan_tf.visualize import to_uint8
 
@@ -248,16 +249,34 @@ def test_export_reloads_in_a_fresh_process_without_fastgan_tf(g64, tmp_path):
     assert not np.allclose(got["seeded"], got["floats"])
 
 
-def test_keras_weights_round_trip_and_export_target_checks(g64, tmp_path):
+def test_keras_archive_round_trip_and_export_target_checks(g64, tmp_path):
     out = tmp_path / "exported"
     export_generator(g64, out)
     export_generator(g64, out)  # re-exporting over an earlier export is fine
-    rebuilt = load_weights_export(out)
+    assert sorted(p.name for p in out.glob("*.keras")) == ["generator.keras"]  # no partial left
+    rebuilt = load_keras_export(out)
+    assert type(rebuilt) is Generator and rebuilt.get_config() == g64.get_config()
     z = tf.constant(np.random.default_rng(1).standard_normal((3, NZ)).astype(np.float32))
     seed = tf.constant([1, 2], tf.int64)
-    np.testing.assert_array_equal(rebuilt(z, training=False, noise_seed=seed)[0],
-                                  g64(z, training=False, noise_seed=seed)[0])
+    for got, expect in zip(rebuilt(z, training=False, noise_seed=seed),
+                           g64(z, training=False, noise_seed=seed)):
+        np.testing.assert_array_equal(got, expect)
+    assert {v.path: v.numpy().tobytes() for v in rebuilt.weights} == \
+        {v.path: v.numpy().tobytes() for v in g64.weights}  # SN u vectors and noise weights too
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("mine")
     with pytest.raises(UserError, match="not an earlier export"):
         export_generator(g64, tmp_path / "busy")
+    with pytest.raises(UserError, match="has no generator.keras"):
+        load_keras_export(tmp_path / "busy")
+
+
+def test_ssd_generator_exports_too(tmp_path):
+    g = SSDGenerator(nz=NZ, ngf=8).build_for_restore()
+    info = export_generator(g, tmp_path / "ssd")
+    assert info["generator"] == {"class": "SSDGenerator", "nz": NZ, "ngf": 8,
+                                 "name": "ssd_generator"}
+    z = tf.constant(np.random.default_rng(2).standard_normal((2, NZ)).astype(np.float32))
+    np.testing.assert_array_equal(load_keras_export(tmp_path / "ssd")(z)[0], g(z)[0])
+    served = tf.saved_model.load(str(tmp_path / "ssd")).signatures["serving_default"](z=z)
+    assert served["images"].shape == (2, 64, 64, 3)

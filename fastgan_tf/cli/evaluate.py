@@ -271,8 +271,9 @@ def _export(args, loaded, info):
     result = export_generator(loaded.generator, args.export, info)
     g = loaded.generator
     return {**info, "action": "export", **result}, \
-        f"Exported the EMA generator to {args.export}: SavedModel, serving_default(z float32 " \
-        f"[N, {g.nz}]) -> images uint8 [N, {g.resolution}, {g.resolution}, 3] (see README.txt)"
+        f"Exported the EMA generator to {args.export}: a SavedModel, serving_default(z float32 " \
+        f"[N, {g.nz}]) -> images uint8 [N, {g.resolution}, {g.resolution}, 3], and " \
+        f"generator.keras (see README.txt)"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,7 @@ Build both models before restoring a checkpoint: ``build_models(g, d)`` (or each
 
 from fastgan_tf.models.discriminator import Discriminator
 from fastgan_tf.models.generator import Generator
+from fastgan_tf.models.ssd import SSDDiscriminator, SSDGenerator  # registers SSDGenerator for .keras
 
 
 def count_params(model):

@@ -18,8 +18,8 @@ Every up block is nearest x2 -> conv3x3 to 2*out channels -> (noise) -> BN -> GL
 turns a low-resolution feature into per-channel weights in (0, 1) that multiply the high-resolution
 feature; the gated tensor feeds the next stage. Two heads:
 
-* ``to_big``: conv3x3 -> 3 on the last feature (the image at ``resolution``);
-* ``to_small``: conv1x1 -> 3 on the feature at ``small_resolution`` (the reference's ``to_128``),
+* ``to_big``: conv3x3 -> 3 (``channels``) on the last feature (the image at ``resolution``);
+* ``to_small``: conv1x1 -> 3 (``channels``) on the feature at ``small_resolution`` (the reference's ``to_128``),
   a side output fed to D's small path.
 
 Both heads are raw conv outputs except at 1024, where the reference applies tanh (``output_tanh``
@@ -41,6 +41,7 @@ import tensorflow as tf
 import keras
 
 from fastgan_tf.models import layers as L
+from fastgan_tf.models.saving import BuiltByCall
 
 RESOLUTIONS = (64, 128, 256, 512, 1024)
 G_MULT = {4: 16, 8: 8, 16: 4, 32: 2, 64: 2, 128: 1, 256: 0.5, 512: 0.25, 1024: 0.125}
@@ -60,7 +61,8 @@ def small_resolution_for(resolution):
     return 128 if resolution >= 256 else resolution // 2
 
 
-class Generator(keras.Model):
+@keras.saving.register_keras_serializable(package="fastgan_tf")
+class Generator(BuiltByCall, keras.Model):
     """FastGAN generator. ``call(z, training=True, noise_seed=None) -> [image_big, image_small]``.
 
     Args:
@@ -69,6 +71,7 @@ class Generator(keras.Model):
         nz: latent size (256 in the reference's train.py).
         output_tanh: None = reference behaviour (tanh only at 1024); True/False forces it.
         sle: False drops the SLE gates (ablation).
+        channels: image channels of both heads, 3 (RGB, the reference) or 1 (greyscale).
         sync_bn: synchronise BatchNorm statistics across tf.distribute replicas.
         seed: base seed for the NoiseInjection layers (None: drawn from Python's ``random``, so
             ``keras.utils.set_random_seed`` makes it reproducible).
@@ -79,13 +82,14 @@ class Generator(keras.Model):
     """
 
     def __init__(self, resolution, ngf=64, nz=256, output_tanh=None, sle=True, sync_bn=False,
-                 seed=None, name="generator", **kwargs):
+                 seed=None, name="generator", channels=3, **kwargs):
         super().__init__(name=name, **kwargs)
         self.resolution = check_resolution(resolution)
         self.small_resolution = small_resolution_for(self.resolution)
         self.ngf, self.nz = int(ngf), int(nz)
         self.output_tanh = (self.resolution == 1024) if output_tanh is None else bool(output_tanh)
         self.use_sle = bool(sle)
+        self.channels = int(channels)
         self.seed = random.getrandbits(31) if seed is None else int(seed)
 
         nfc = {r: int(m * self.ngf) for r, m in G_MULT.items()}
@@ -108,8 +112,8 @@ class Generator(keras.Model):
         self.gated = [r for r in SLE_SOURCES if r <= self.resolution] if self.use_sle else []
         for r in self.gated:
             setattr(self, f"se_{r}", L.SLE(nfc[r], name=f"se_{r}"))
-        self.to_big = L.SNConv2D(3, 3, padding=1, name="to_big")
-        self.to_small = L.SNConv2D(3, 1, name="to_small")
+        self.to_big = L.SNConv2D(self.channels, 3, padding=1, name="to_big")
+        self.to_small = L.SNConv2D(self.channels, 1, name="to_small")
 
     def build(self, input_shape=None):
         # Sub-layers create their variables during the first (eager) call; this skips Keras's
@@ -140,3 +144,12 @@ class Generator(keras.Model):
         """
         self(tf.zeros((batch_size, self.nz)), training=False)
         return self
+
+    # Keras serialization, so that ``model.save("g.keras")`` and ``keras.saving.load_model``
+    # work (with fastgan_tf imported, which registers the class).
+    def get_config(self):
+        return {"resolution": self.resolution, "ngf": self.ngf, "nz": self.nz,
+                "output_tanh": self.output_tanh, "sle": self.use_sle, "seed": self.seed,
+                "channels": self.channels,
+                "name": self.name}
+

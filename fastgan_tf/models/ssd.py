@@ -48,6 +48,7 @@ import tensorflow as tf
 import keras
 
 from fastgan_tf.models import layers as L
+from fastgan_tf.models.saving import BuiltByCall
 
 SSD_DEFAULTS = {"resolution": 64, "batch_size": 32, "lr": 5e-4, "nz": 100, "ngf": 64, "ndf": 64}
 SSD_BETAS = (0.5, 0.999)
@@ -113,13 +114,16 @@ def _name_for_checkpoints(model, layers):
         setattr(model, layer.name, layer)
 
 
-class SSDGenerator(keras.Model):
+@keras.saving.register_keras_serializable(package="fastgan_tf")
+class SSDGenerator(BuiltByCall, keras.Model):
     """SSD generator. ``call(z, training=True, noise_seed=None) -> [image]``, one float32
     (B, 64, 64, 3) image in [-1, 1], in a list like FastGAN's ``[image, image_small]``.
 
     ``training`` and ``noise_seed`` are accepted for that uniform API; this G has no state or
     noise that depends on them.
     """
+
+    resolution = 64
 
     def __init__(self, nz=100, ngf=64, name="ssd_generator", **kwargs):
         super().__init__(name=name, **kwargs)
@@ -149,6 +153,9 @@ class SSDGenerator(keras.Model):
         """Create every variable by one state-free call (do this before restoring a checkpoint)."""
         self(tf.zeros((batch_size, self.nz)), training=False)
         return self
+
+    def get_config(self):
+        return {"nz": self.nz, "ngf": self.ngf, "name": self.name}
 
 
 class SSDDiscriminator(keras.Model):
