@@ -24,6 +24,10 @@ AUGMENT_OPS = ("color", "translation", "cutout")
 FID_BACKBONES = ("keras", "standard")
 STRATEGIES = ("auto", "one", "mirrored", "multiworker")
 MODELS = ("fastgan", "ssd")
+CHANNELS = (1, 3)
+CROPS = ("none", "center")
+NAMED_BACKGROUNDS = {"white": (255, 255, 255), "black": (0, 0, 0)}
+BACKGROUND_FORMS = "white, black, #RRGGBB or R,G,B (each 0-255)"
 
 
 @dataclass
@@ -34,6 +38,9 @@ class TrainConfig:
     dataset: str = ""
     data_dir: str | None = None  # cache for named datasets; default: FASTGAN_DATA or user cache
     resolution: int = 256
+    channels: int = 3  # 1 trains greyscale models (images converted to luma), 3 is RGB
+    crop: str = "none"  # non-square images: "none" squashes (the reference), "center" crops
+    background: str = "white"  # colour transparent pixels are composited on
     # Model (defaults are the reference architecture)
     model: str = "fastgan"  # or "ssd", the Spectral Style-DCGAN baseline (64x64)
     sle: bool = True  # skip-layer excitation in G (False: the paper's ablation)
@@ -84,8 +91,9 @@ class TrainConfig:
 # move to a smaller or to several GPUs; only BatchNorm then sees other batches (not bit-exact).
 # The dataset is compared by content fingerprint, not by the string the user typed.
 STATE_KEYS = (
-    "model", "sle", "decoders", "resolution", "ngf", "ndf", "nz", "output_tanh", "recon_loss", "augment",
-    "batch_size", "lr", "beta1", "beta2", "ema_decay", "seed", "mixed_precision",
+    "model", "sle", "decoders", "resolution", "channels", "ngf", "ndf", "nz", "output_tanh",
+    "recon_loss", "augment", "batch_size", "lr", "beta1", "beta2", "ema_decay", "seed",
+    "mixed_precision",
 )
 
 _FIELDS = {f.name: f for f in fields(TrainConfig)}
@@ -110,6 +118,9 @@ def check_keys(values: dict[str, Any], source: str) -> None:
             close = difflib.get_close_matches(key, _FIELDS, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise UserError(f"{source}: unknown key '{key}'{hint}; valid keys: {', '.join(_FIELDS)}")
+        if key == "background" and value is None:  # `background: #fff` is a YAML comment
+            raise UserError(f"{source}: 'background' is empty; quote a hex colour in YAML "
+                            "(background: '#RRGGBB')")
         if not _type_ok(key, value):
             raise UserError(
                 f"{source}: '{key}' must be of type {_FIELDS[key].type}, got {value!r}")
@@ -153,6 +164,11 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.resolution not in RESOLUTIONS:
         bad(f"--resolution {cfg.resolution} is not supported; choose one of "
             f"{', '.join(map(str, RESOLUTIONS))}")
+    if cfg.channels not in CHANNELS:
+        bad(f"--channels {cfg.channels} is not supported; use 3 (RGB) or 1 (greyscale)")
+    if cfg.crop not in CROPS:
+        bad(f"--crop {cfg.crop!r} is not one of {', '.join(CROPS)}")
+    cfg.background = canonical_background(cfg.background)
     if cfg.recon_loss not in RECON_LOSSES:
         bad(f"--recon-loss {cfg.recon_loss!r} is not one of {', '.join(RECON_LOSSES)}")
     if cfg.mixed_precision not in PRECISION_MODES:
@@ -191,6 +207,30 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if not 0 <= cfg.seed < 2**32:  # numpy's and Keras's seeding take 32 bits
         bad(f"seed must be in [0, 2**32), got {cfg.seed}")
     return cfg
+
+
+def parse_background(text: str) -> tuple[int, int, int]:
+    """'white', 'black', '#RRGGBB' or 'R,G,B' -> (r, g, b); anything else is a UserError."""
+    value = str(text).strip().lower()
+    if value in NAMED_BACKGROUNDS:
+        return NAMED_BACKGROUNDS[value]
+    try:
+        if value.startswith("#") and len(value) == 7:
+            rgb = tuple(int(value[i:i + 2], 16) for i in (1, 3, 5))
+        else:
+            rgb = tuple(int(part) for part in value.split(","))
+    except ValueError:
+        rgb = ()
+    if len(rgb) != 3 or not all(0 <= c <= 255 for c in rgb):
+        raise UserError(f"--background {text!r} is not a colour; use {BACKGROUND_FORMS}")
+    return rgb
+
+
+def canonical_background(text: str) -> str:
+    """The colour as config.yaml records it: a name kept as is, anything else as '#rrggbb'."""
+    rgb = parse_background(text)
+    name = str(text).strip().lower()
+    return name if name in NAMED_BACKGROUNDS else "#{:02x}{:02x}{:02x}".format(*rgb)
 
 
 def _check_ssd(cfg: TrainConfig) -> None:

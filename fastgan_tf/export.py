@@ -3,8 +3,9 @@
 `DIR` becomes a TensorFlow SavedModel (load it with `tf.saved_model.load(DIR)`, no fastgan_tf
 needed) with two signatures:
 
-- ``serving_default(z)``: z float32 (N, nz) -> {"images": uint8 (N, R, R, 3),
-  "images_float": float32 (N, R, R, 3) in [-1, 1]}, noise from the fixed seed (0, 0);
+- ``serving_default(z)``: z float32 (N, nz) -> {"images": uint8 (N, R, R, C),
+  "images_float": float32 (N, R, R, C) in [-1, 1]}, noise from the fixed seed (0, 0); C is 3, or
+  1 for a greyscale (``--channels 1``) run;
 - ``generate_with_noise_seed(z, noise_seed)``: the same with noise_seed int64 (2,), e.g. to
   reproduce `evaluate.py --generate`, whose k-th batch uses noise seed (seed, k).
 
@@ -29,7 +30,7 @@ KERAS_FILE = "generator.keras"
 CONFIG_FILE = "generator.json"
 
 README = """\
-FastGAN generator exported by fastgan-tf ({resolution}x{resolution} RGB, latent size {nz}).
+FastGAN generator exported by fastgan-tf ({resolution}x{resolution} {colour}, latent size {nz}).
 Source: {source}
 
 This folder is a TensorFlow SavedModel. It needs only TensorFlow (no fastgan-tf):
@@ -41,11 +42,11 @@ This folder is a TensorFlow SavedModel. It needs only TensorFlow (no fastgan-tf)
     generate = model.signatures["serving_default"]
     z = np.random.default_rng(0).standard_normal((16, {nz})).astype("float32")
     out = generate(z=tf.constant(z))
-    images = out["images"].numpy()          # uint8, shape (16, {resolution}, {resolution}, 3)
+    images = out["images"].numpy()          # uint8, shape (16, {resolution}, {resolution}, {channels})
     # out["images_float"]: float32 in [-1, 1], same shape
 
 Signatures
-- serving_default(z): z float32 (N, {nz}) ~ N(0, I) -> images uint8 (N, H, W, 3) and
+- serving_default(z): z float32 (N, {nz}) ~ N(0, I) -> images uint8 (N, H, W, {channels}) and
   images_float float32 in [-1, 1]. The noise inputs use the fixed seed (0, 0).
 - {seeded}(z, noise_seed): the same with noise_seed int64 (2,), e.g.
   tf.constant([7, 0], tf.int64); `evaluate.py --generate --seed S` draws batch k with
@@ -119,17 +120,19 @@ def export_generator(generator, out_dir: Path, provenance: dict | None = None) -
     })
     _save_keras(generator, out_dir / KERAS_FILE)
     provenance = dict(provenance or {})
+    channels = generator.channels
     info = {"generator": generator_config(generator), "provenance": provenance,
             "signatures": {
                 "serving_default": {"inputs": {"z": ["float32", [None, generator.nz]]}},
                 SEEDED_SIGNATURE: {"inputs": {"z": ["float32", [None, generator.nz]],
                                               "noise_seed": ["int64", [2]]}},
-                "outputs": {"images": "uint8 (N, H, W, 3)",
-                            "images_float": "float32 (N, H, W, 3) in [-1, 1]"}}}
+                "outputs": {"images": f"uint8 (N, H, W, {channels})",
+                            "images_float": f"float32 (N, H, W, {channels}) in [-1, 1]"}}}
     atomic_write_text(out_dir / CONFIG_FILE, json.dumps(info, indent=2))
     source = ", ".join(f"{k} {v}" for k, v in provenance.items() if v is not None) or "unknown"
     atomic_write_text(out_dir / "README.txt", README.format(
         resolution=generator.resolution, nz=generator.nz, name=out_dir.name, source=source,
+        channels=channels, colour="RGB" if channels == 3 else "greyscale",
         seeded=SEEDED_SIGNATURE, keras_file=KERAS_FILE, config=CONFIG_FILE))
     return {"export_dir": str(out_dir), "keras": str(out_dir / KERAS_FILE), **info}
 

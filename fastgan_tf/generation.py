@@ -16,14 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-from PIL import Image
 
 from fastgan_tf.errors import UserError
 from fastgan_tf.io import atomic_write_bytes
 from fastgan_tf.models import layers as L
 from fastgan_tf.models.generator import SLE_SOURCES
 from fastgan_tf.scoring import EVAL_BATCH_SIZE, latent_sampler, truncated_normal
-from fastgan_tf.visualize import make_grid, save_image_grid, to_uint8
+from fastgan_tf.visualize import make_grid, save_image_grid, to_pil, to_uint8
 
 INTERPOLATIONS = ("slerp", "linear")
 MIX_RESOLUTION = 256  # style mixing swaps the gates after feat_64: se_128 and up
@@ -36,10 +35,10 @@ def file_stem(seed: int, truncation: float | None = None) -> str:
 
 
 def save_png(image: np.ndarray, path: Path) -> Path:
-    """Write one uint8 (H, W, 3) image (e.g. a finished grid) as a PNG, atomically."""
+    """Write one uint8 (H, W, 3) or greyscale (H, W, 1) image as a PNG, atomically."""
     path = Path(path)
     buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
+    to_pil(image).save(buffer, format="PNG")
     atomic_write_bytes(path, buffer.getvalue())
     return path
 
@@ -49,7 +48,7 @@ def save_png(image: np.ndarray, path: Path) -> Path:
 
 def iter_samples(generator, num: int, seed: int = 0, truncation: float | None = None,
                  batch_size: int = EVAL_BATCH_SIZE) -> Iterator[np.ndarray]:
-    """uint8 (B, R, R, 3) batches, `num` images in all, a pure function of (seed, batch_size)."""
+    """uint8 (B, R, R, C) batches, `num` images in all, a pure function of (seed, batch_size)."""
     sample = latent_sampler(generator, seed, truncation)
     done = 0
     while done < num:
@@ -74,7 +73,7 @@ def save_samples(generator, num: int, out_dir: Path, seed: int = 0,
     for batch in iter_samples(generator, num, seed, truncation, batch_size):
         for image in batch:
             path = out_dir / f"{stem}_{len(paths):05d}.png"
-            Image.fromarray(image).save(path)
+            to_pil(image).save(path)
             paths.append(path)
         if progress is not None:
             progress(len(paths))
@@ -148,7 +147,7 @@ def save_gif(frames: np.ndarray, path: Path, fps: float = 12.0) -> Path:
     """An endlessly looping GIF (PIL), one frame per image."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    images = [Image.fromarray(f) for f in frames]
+    images = [to_pil(f) for f in frames]
     images[0].save(path, save_all=True, append_images=images[1:], loop=0,
                    duration=max(int(round(1000 / fps)), 20), optimize=False)
     return path
@@ -170,7 +169,7 @@ def save_interpolation(generator, out_dir: Path, keyframes: int = 4, frames: int
     paths = []
     for i, image in enumerate(images):
         paths.append(frame_dir / f"frame_{i:05d}.png")
-        Image.fromarray(image).save(paths[-1])
+        to_pil(image).save(paths[-1])
     return paths, save_gif(images, Path(out_dir) / f"{stem}.gif", fps)
 
 

@@ -114,7 +114,7 @@ def _missing_weights_error(reason):
     return UserError(
         f"VGG16 ImageNet weights for the LPIPS loss are missing: {VGG16_NOTOP_FILE} is not in the "
         f"Keras cache {keras_cache_dir()} and could not be downloaded from {VGG16_NOTOP_URL} "
-        f"({_one_line(reason)}). Download it into that folder, pass its path as the VGG weights, "
+        f"({_one_line(reason)}). Download it into that folder, pass its path with --vgg-weights, "
         f"or train with --recon-loss l1."
     )
 
@@ -171,6 +171,11 @@ def caffe_preprocess(x):
     return tf.reverse(x, axis=[-1]) - tf.constant(CAFFE_BGR_MEAN, tf.float32)
 
 
+def as_rgb(x):
+    """Greyscale NHWC (C = 1) -> 3 equal channels, which is what a grey photo is to VGG16."""
+    return tf.tile(x, [1, 1, 1, 3]) if x.shape[-1] == 1 else x
+
+
 def _frozen_variable(next_creator, **kwargs):
     # tf.Variables created trainable are watched by every GradientTape even when the Keras layer is
     # frozen; creating them non-trainable keeps gradients out of VGG altogether.
@@ -217,6 +222,8 @@ def normalize_channels(f, eps=EPS):
 class LPIPS(keras.layers.Layer):
     """LPIPS(pred, target) -> (B,) float32 distance; inputs NHWC in [-1, 1], same size (>= 16 px).
 
+    Inputs have 3 channels, or 1 (greyscale, repeated to 3).
+
     vgg_weights: "imagenet" (Keras cache, see `vgg16_weights_path`), a path to
     vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5, or None (random VGG, for tests only).
     Nothing here is trainable; gradients flow to both inputs.
@@ -231,7 +238,7 @@ class LPIPS(keras.layers.Layer):
         self.trainable = False
 
     def call(self, pred, target):
-        pred, target = tf.cast(pred, tf.float32), tf.cast(target, tf.float32)
+        pred, target = as_rgb(tf.cast(pred, tf.float32)), as_rgb(tf.cast(target, tf.float32))
         n = tf.shape(pred)[0]
         taps = self.features(caffe_preprocess(tf.concat([pred, target], axis=0)), training=False)
         total = tf.zeros([n], tf.float32)

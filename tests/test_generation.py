@@ -275,8 +275,21 @@ def test_ssd_generator_exports_too(tmp_path):
     g = SSDGenerator(nz=NZ, ngf=8).build_for_restore()
     info = export_generator(g, tmp_path / "ssd")
     assert info["generator"] == {"class": "SSDGenerator", "nz": NZ, "ngf": 8,
-                                 "name": "ssd_generator"}
+                                 "name": "ssd_generator", "channels": 3}
     z = tf.constant(np.random.default_rng(2).standard_normal((2, NZ)).astype(np.float32))
     np.testing.assert_array_equal(load_keras_export(tmp_path / "ssd")(z)[0], g(z)[0])
     served = tf.saved_model.load(str(tmp_path / "ssd")).signatures["serving_default"](z=z)
     assert served["images"].shape == (2, 64, 64, 3)
+
+
+def test_greyscale_export_has_one_channel_everywhere(tmp_path):
+    g = Generator(64, ngf=8, nz=NZ, channels=1, seed=4).build_for_restore()
+    info = export_generator(g, tmp_path / "grey")
+    assert info["generator"]["channels"] == 1
+    assert info["signatures"]["outputs"]["images"] == "uint8 (N, H, W, 1)"
+    readme = (tmp_path / "grey" / "README.txt").read_text()
+    assert "64x64 greyscale" in readme and "(16, 64, 64, 1)" in readme
+    z = tf.constant(np.random.default_rng(3).standard_normal((2, NZ)).astype(np.float32))
+    served = tf.saved_model.load(str(tmp_path / "grey")).signatures["serving_default"](z=z)
+    assert served["images"].shape == (2, 64, 64, 1)
+    assert load_keras_export(tmp_path / "grey").channels == 1

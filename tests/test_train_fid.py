@@ -2,30 +2,12 @@
 
 import json
 
-import numpy as np
 import pytest
 
 from fastgan_tf.cli.train import main
 from fastgan_tf.errors import UserError
+from fastgan_tf.faults import PixelBackbone  # a fast stand-in for Inception
 from fastgan_tf.runs import load_generator
-
-
-class PixelBackbone:
-    """A stand-in for Inception: a fixed random projection of 8x8-pooled pixels (fast on CPU)."""
-
-    name = variant = "pixels"
-    feature_dim = 16
-
-    def __init__(self):
-        self.projection = np.random.default_rng(0).standard_normal((8 * 8 * 3, 16))
-
-    def features(self, images):
-        x = np.asarray(images, np.float32)
-        if x.max() > 1.5:
-            x = x / 127.5 - 1.0
-        n, h = x.shape[0], x.shape[1]
-        pooled = x.reshape(n, 8, h // 8, 8, h // 8, 3).mean(axis=(2, 4)).reshape(n, -1)
-        return pooled @ self.projection
 
 
 @pytest.fixture

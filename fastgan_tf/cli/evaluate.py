@@ -272,7 +272,7 @@ def _export(args, loaded, info):
     g = loaded.generator
     return {**info, "action": "export", **result}, \
         f"Exported the EMA generator to {args.export}: a SavedModel, serving_default(z float32 " \
-        f"[N, {g.nz}]) -> images uint8 [N, {g.resolution}, {g.resolution}, 3], and " \
+        f"[N, {g.nz}]) -> images uint8 [N, {g.resolution}, {g.resolution}, {g.channels}], and " \
         f"generator.keras (see README.txt)"
 
 

@@ -25,6 +25,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", help="folder of images, a .zip, a known name (obama, ...) or 'demo'")
     p.add_argument("--epochs", type=int, help="total epochs (passes over the images); default 100")
     p.add_argument("--resolution", type=int, help="64, 128, 256 (default), 512 or 1024")
+    p.add_argument("--channels", type=int,
+                   help="3 (RGB, default) or 1 (greyscale: images converted to luma)")
+    p.add_argument("--crop", choices=("none", "center"),
+                   help="non-square images: none (default) squashes them to a square, center "
+                        "crops the long side")
+    p.add_argument("--background", help="colour under transparent pixels: white (default), "
+                                        "black, #RRGGBB or R,G,B")
     p.add_argument("--batch-size", type=int, help="images per step; default 8")
     p.add_argument("--config", type=Path, default=None, help="YAML file of settings; flags win")
     p.add_argument("--run-name", help="run folder name under --out; default DATASET-RESOLUTION")

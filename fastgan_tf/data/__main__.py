@@ -72,6 +72,10 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("dataset", help="a folder, a .zip or a dataset name")
     check.add_argument("--resolution", type=int, default=256)
     check.add_argument("--min-size", type=int, default=8, help="smaller images are skipped")
+    check.add_argument("--crop", choices=("none", "center"), default="none",
+                       help="as train.py --crop: squash (none, default) or centre-crop")
+    check.add_argument("--background", default="white",
+                       help="as train.py --background: white (default), black, #RRGGBB or R,G,B")
     down = sub.add_parser("download", help="download and extract a named dataset")
     down.add_argument("name")
     return parser
@@ -84,10 +88,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "list":
             print(list_datasets(data_dir))
         elif args.command == "check":
+            from fastgan_tf.config import canonical_background, parse_background
             from fastgan_tf.data.check import check_folder, format_report
 
+            background = parse_background(args.background)  # a bad colour fails before any work
             resolved = resolve_dataset(args.dataset, data_dir)
-            report = check_folder(resolved.root, args.resolution, args.min_size)
+            report = check_folder(resolved.root, args.resolution, args.min_size, background,
+                                  args.crop, canonical_background(args.background))
             expected = resolved.info.count if resolved.info else None
             print(format_report(report, expected))
             return 0 if report.usable else 1

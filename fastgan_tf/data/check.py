@@ -47,6 +47,8 @@ BUCKET_LABELS = tuple(size_bucket(s) for s in (0, *SIZE_BUCKETS))
 class CheckReport:
     root: Path
     resolution: int
+    crop: str = "none"
+    background: str = "white"  # as the user wrote it, for the report
     files: list[Path] = field(default_factory=list)  # image files the loader would try
     usable: list[Path] = field(default_factory=list)
     bad: list[tuple[Path, str]] = field(default_factory=list)
@@ -88,12 +90,16 @@ class CheckReport:
         if self.upscaled:
             out.append(f"{len(self.upscaled)} images have a short side below {self.resolution} px "
                        "and will be upscaled (blurry training data)")
-        if self.non_square:
+        if self.non_square and self.crop == "center":
+            out.append(f"{len(self.non_square)} images are not square: their centre square is "
+                       "kept (--crop center)")
+        elif self.non_square:
             out.append(f"{len(self.non_square)} images are not square: squashed to a square "
-                       "(use crop='center' to keep the aspect ratio)")
+                       "(use --crop center to keep the aspect ratio)")
         alpha = sum(n for m, n in self.modes.items() if m in _ALPHA or m.endswith("+transparency"))
         if alpha:
-            out.append(f"{alpha} images have transparency: composited on a white background")
+            out.append(f"{alpha} images have transparency: composited on a {self.background} "
+                       "background (--background)")
         deep = sum(n for m, n in self.modes.items() if m in _HIGH_BIT)
         if deep:
             out.append(f"{deep} images are 16-bit/float greyscale: rescaled to 8 bits")
@@ -137,11 +143,13 @@ def _other_files(root: Path, images: set[Path]) -> list[Path]:
 
 
 def check_folder(root: Path | str, resolution: int = 256, min_size: int = 8,
-                 background=WHITE, crop: str = "none") -> CheckReport:
+                 background=WHITE, crop: str = "none", background_name: str | None = None
+                 ) -> CheckReport:
     """Inspect every file below `root` as the training loader would see it."""
     root = Path(root)
     files = discover_images(root)  # raises UserError for a missing folder
-    report = CheckReport(root, int(resolution), files=files)
+    name = background_name or ("white" if tuple(background) == WHITE else str(tuple(background)))
+    report = CheckReport(root, int(resolution), crop, name, files=files)
     report.ignored = _other_files(root, set(files))
     by_hash: dict[str, list[Path]] = {}
     for path in files:

@@ -1,4 +1,4 @@
-"""Find the images in a folder, decode them once to uint8 (N, R, R, 3), and cache the result.
+"""Find the images in a folder, decode them once to uint8 (N, R, R, C), and cache the result.
 
 Differences from the reference loader (flat folder, case-sensitive .jpg/.jpeg/.png, PIL
 `convert('RGB')`, bilinear squash) are deliberate and aimed at real-world folders: recursion, any
@@ -12,6 +12,9 @@ NVIDIA's StyleGAN dataset_tool, which most few-shot datasets were prepared with)
 enlarging (LANCZOS rings more visibly around upsampled edges). PIL scales the filter support when
 shrinking, so both are properly antialiased. `crop="none"` squashes to a square like the reference;
 `crop="center"` keeps the aspect ratio by cropping the long side first.
+
+`channels=1` converts the composited RGB image to luma (PIL's ITU-R 601-2 "L": 0.299 R + 0.587 G +
+0.114 B) before resizing, so greyscale files come out exactly as stored.
 """
 
 from __future__ import annotations
@@ -20,11 +23,9 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -34,10 +35,12 @@ import PIL
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from fastgan_tf.errors import UserError
+from fastgan_tf.io import atomic_file
 from fastgan_tf.progress import ProgressBar
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 CROPS = ("none", "center")
+CHANNELS = (1, 3)
 WHITE = (255, 255, 255)
 # Bump whenever decoding changes what pixels come out, so stale caches are not reused.
 LOADER_VERSION = 1
@@ -107,13 +110,15 @@ def _nothing_found_message(root: Path) -> str:
 # ---------------------------------------------------------------------------------------------
 # Decoding one file
 # ---------------------------------------------------------------------------------------------
-def _check_args(resolution: int, background: Sequence[int], crop: str) -> None:
+def _check_args(resolution: int, background: Sequence[int], crop: str, channels: int = 3) -> None:
     if int(resolution) < 1:
         raise ValueError(f"resolution must be >= 1, got {resolution}")
     if len(background) != 3 or not all(0 <= int(c) <= 255 for c in background):
         raise ValueError(f"background must be 3 values in 0..255, got {background!r}")
     if crop not in CROPS:
         raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
+    if channels not in CHANNELS:
+        raise ValueError(f"channels must be one of {CHANNELS}, got {channels!r}")
 
 
 def _composite(img: Image.Image, background: Sequence[int]) -> Image.Image:
@@ -219,7 +224,7 @@ def open_rgb(
 
 
 def resize_square(img: Image.Image, resolution: int, crop: str = "none") -> np.ndarray:
-    """RGB PIL image -> uint8 (R, R, 3); see the module docstring for the filter choice."""
+    """RGB or L PIL image -> uint8 (R, R, 3) or (R, R, 1); see the module docstring for filters."""
     if crop == "center":
         side = min(img.size)
         left, top = (img.width - side) // 2, (img.height - side) // 2
@@ -227,7 +232,8 @@ def resize_square(img: Image.Image, resolution: int, crop: str = "none") -> np.n
     if img.size != (resolution, resolution):
         shrinking = img.width > resolution or img.height > resolution
         img = img.resize((resolution, resolution), Image.LANCZOS if shrinking else Image.BICUBIC)
-    return np.array(img, dtype=np.uint8)
+    pixels = np.array(img, dtype=np.uint8)
+    return pixels[..., None] if pixels.ndim == 2 else pixels
 
 
 def load_image(
@@ -237,11 +243,12 @@ def load_image(
     crop: str = "none",
     *,
     min_size: int = 0,
+    channels: int = 3,
 ) -> np.ndarray:
-    """One file -> uint8 (R, R, 3). Raises BadImageError with a one-line reason if unusable."""
-    _check_args(resolution, background, crop)
+    """One file -> uint8 (R, R, channels); BadImageError with a one-line reason if unusable."""
+    _check_args(resolution, background, crop, channels)
     img = open_rgb(path, background, draft_size=(resolution, resolution), min_size=min_size)
-    return resize_square(img, resolution, crop)
+    return resize_square(img.convert("L") if channels == 1 else img, resolution, crop)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,7 +258,7 @@ def load_image(
 class ImageSet:
     """Decoded training images plus the bookkeeping needed to explain them to the user."""
 
-    images: np.ndarray  # uint8 (N, R, R, 3); a read-only memmap when it came from the cache
+    images: np.ndarray  # uint8 (N, R, R, C); a read-only memmap when it came from the cache
     files: list[Path]
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     root: Path | None = None
@@ -306,22 +313,6 @@ def fingerprint(files: Sequence[Path | str], root: Path | str | None = None, **p
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
-@contextmanager
-def _atomic_file(path: Path):
-    """Yield a temp file beside `path`; rename it over `path` only if the block completes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _cache_paths(cache_dir: Path, key: str) -> tuple[Path, Path]:
     stem = Path(cache_dir) / f"decoded-{key[:32]}"
     return stem.with_suffix(".npy"), stem.with_suffix(".json")
@@ -354,9 +345,9 @@ def _write_cache(cache_dir: Path, key: str, result: ImageSet) -> bool:
         "skipped": [[_relative(f, root), reason] for f, reason in result.skipped],
     }
     try:
-        with _atomic_file(npy) as f:
+        with atomic_file(npy) as f:
             np.save(f, result.images)
-        with _atomic_file(meta_path) as f:
+        with atomic_file(meta_path) as f:
             f.write(json.dumps(meta, indent=1).encode("utf-8"))
         return True
     except OSError as e:
@@ -369,13 +360,15 @@ def _default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-def _decode_all(files, resolution, background, crop, min_size, show_progress, workers, desc):
+def _decode_all(files, resolution, background, crop, min_size, show_progress, workers, desc,
+                channels=3):
     """Decode into one preallocated array (no list of per-image copies), then compact in place."""
-    images = np.empty((len(files), resolution, resolution, 3), dtype=np.uint8)
+    images = np.empty((len(files), resolution, resolution, channels), dtype=np.uint8)
 
     def decode(i: int) -> str | None:
         try:
-            images[i] = load_image(files[i], resolution, background, crop, min_size=min_size)
+            images[i] = load_image(files[i], resolution, background, crop, min_size=min_size,
+                                   channels=channels)
             return None
         except BadImageError as e:
             return e.reason
@@ -415,13 +408,14 @@ def load_images(
     progress: bool = True,
     cache_dir: Path | str | None = None,
     workers: int | None = None,
+    channels: int = 3,
 ) -> ImageSet:
     """Decode every image once (a folder is searched recursively); bad files go to `skipped`.
 
     With `cache_dir`, the decoded array is stored as .npy keyed by `fingerprint(...)` and memory-
     mapped on the next run with the same files and settings. Raises UserError if nothing is usable.
     """
-    _check_args(resolution, background, crop)
+    _check_args(resolution, background, crop, channels)
     background = tuple(int(c) for c in background)
     root, files = _resolve_inputs(root_or_files)
     if not files:
@@ -432,6 +426,7 @@ def load_images(
         key = fingerprint(
             files, root, resolution=int(resolution), background=list(background), crop=crop,
             min_size=int(min_size), loader_version=LOADER_VERSION, pillow=PIL.__version__,
+            **({} if channels == 3 else {"channels": int(channels)}),  # RGB caches stay valid
         )
         cached = _read_cache(Path(cache_dir), key, root)
         if cached is not None:
@@ -440,7 +435,7 @@ def load_images(
     show = progress and len(files) > PROGRESS_MIN_FILES
     desc = f"decoding {root.name or root}"
     images, kept, skipped = _decode_all(
-        files, int(resolution), background, crop, min_size, show, workers, desc
+        files, int(resolution), background, crop, min_size, show, workers, desc, int(channels)
     )
     if not kept:
         examples = "; ".join(f"{p.name}: {r}" for p, r in skipped[:3])

@@ -67,8 +67,9 @@ def _as_array(images) -> np.ndarray:
     images = images.images if isinstance(images, ImageSet) else images
     if not isinstance(images, np.ndarray):
         images = np.asarray(images)
-    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-        raise ValueError(f"expected uint8 images (N, H, W, 3), got {images.dtype} {images.shape}")
+    if images.ndim != 4 or images.shape[-1] not in (1, 3) or images.dtype != np.uint8:
+        raise ValueError(f"expected uint8 images (N, H, W, 1 or 3), got {images.dtype} "
+                         f"{images.shape}")
     return images
 
 
@@ -101,7 +102,7 @@ def make_epoch_dataset(
     skip_batches: int = 0,
     flip: bool = True,
 ) -> tf.data.Dataset:
-    """float32 (B, H, W, 3) batches in [-1, 1] for one epoch; drop_remainder, prefetched.
+    """float32 (B, H, W, C) batches in [-1, 1] for one epoch; drop_remainder, prefetched.
 
     `skip_batches=k` gives the same batches as the full epoch minus its first k, without touching
     the skipped images (used to resume mid-epoch). Flips are horizontal, per image.

@@ -10,6 +10,9 @@ from fastgan_tf.models.discriminator import Discriminator
 from fastgan_tf.models.generator import Generator
 from fastgan_tf.models.ssd import SSDDiscriminator, SSDGenerator  # registers SSDGenerator for .keras
 
+__all__ = ["Discriminator", "Generator", "SSDDiscriminator", "SSDGenerator", "build_models",
+           "count_params"]
+
 
 def count_params(model):
     """Number of trainable parameters (scalars) of a built model."""

@@ -64,26 +64,28 @@ D_SLE = {32: 256, 16: 128, 8: 64}      # gated spatial size -> gating spatial si
 class Discriminator(keras.Model):
     """FastGAN discriminator. ``call(inputs, part=None, training=True)``.
 
-    ``inputs``: a real batch (B, resolution, resolution, 3), or G's outputs ``[big, small]``.
+    ``inputs``: a real batch (B, resolution, resolution, channels), or G's outputs ``[big, small]``.
     Returns the flat float32 logits (B*50,), or with ``part`` (int or int32 scalar tensor in 0..3,
     real batches only) ``(logits, [rec_big, rec_small, rec_part])``, each float32
-    (B, recon_resolution, recon_resolution, 3) in [-1, 1].
+    (B, recon_resolution, recon_resolution, channels) in [-1, 1].
 
     Args:
         resolution: 64, 128, 256, 512 or 1024.
         ndf: width multiplier (64 in the reference).
         decoders: False omits the three decoders (ablation; ``part`` is then ignored).
         sync_bn: synchronise BatchNorm statistics across tf.distribute replicas.
+        channels: image channels in and out of the decoders, 3 (the reference) or 1 (greyscale).
     """
 
     def __init__(self, resolution, ndf=64, decoders=True, sync_bn=False, name="discriminator",
-                 **kwargs):
+                 channels=3, **kwargs):
         super().__init__(name=name, **kwargs)
         self.resolution = check_resolution(resolution)
         self.small_resolution = small_resolution_for(self.resolution)
         self.recon_resolution = min(128, self.resolution)
         self.ndf = int(ndf)
         self.has_decoders = bool(decoders)
+        self.channels = int(channels)
 
         big = {s: int(m * self.ndf) for s, m in BIG_MULT.items()}
         small = {s: int(m * self.ndf) for s, m in SMALL_MULT.items()}
@@ -111,9 +113,12 @@ class Discriminator(keras.Model):
 
         if self.has_decoders:
             r = self.recon_resolution
-            self.decoder_big = L.SimpleDecoder(r, sync_bn=sync_bn, name="decoder_big")
-            self.decoder_small = L.SimpleDecoder(r, sync_bn=sync_bn, name="decoder_small")
-            self.decoder_part = L.SimpleDecoder(r, sync_bn=sync_bn, name="decoder_part")
+            self.decoder_big = L.SimpleDecoder(r, sync_bn=sync_bn, channels=self.channels,
+                                               name="decoder_big")
+            self.decoder_small = L.SimpleDecoder(r, sync_bn=sync_bn, channels=self.channels,
+                                                 name="decoder_small")
+            self.decoder_part = L.SimpleDecoder(r, sync_bn=sync_bn, channels=self.channels,
+                                                name="decoder_part")
 
     def build(self, input_shape=None):
         # Sub-layers create their variables during the first (eager) call; this skips Keras's
@@ -175,6 +180,6 @@ class Discriminator(keras.Model):
 
         Call this before ``tf.train.Checkpoint.restore``.
         """
-        x = tf.zeros((batch_size, self.resolution, self.resolution, 3))
+        x = tf.zeros((batch_size, self.resolution, self.resolution, self.channels))
         self(x, part=0 if self.has_decoders else None, training=False)
         return self

@@ -18,9 +18,11 @@ Every up block is nearest x2 -> conv3x3 to 2*out channels -> (noise) -> BN -> GL
 turns a low-resolution feature into per-channel weights in (0, 1) that multiply the high-resolution
 feature; the gated tensor feeds the next stage. Two heads:
 
-* ``to_big``: conv3x3 -> 3 (``channels``) on the last feature (the image at ``resolution``);
-* ``to_small``: conv1x1 -> 3 (``channels``) on the feature at ``small_resolution`` (the reference's ``to_128``),
+* ``to_big``: conv3x3 -> 3 on the last feature (the image at ``resolution``);
+* ``to_small``: conv1x1 -> 3 on the feature at ``small_resolution`` (the reference's ``to_128``),
   a side output fed to D's small path.
+
+(1 instead of 3 with ``channels=1``, for greyscale models.)
 
 Both heads are raw conv outputs except at 1024, where the reference applies tanh (``output_tanh``
 overrides this). All convs are bias-free and spectrally normalised (see layers.py).

@@ -466,10 +466,10 @@ class SimpleDecoder(Block):
 
     adaptive avg pool 8x8 (identity on the 8x8 features D feeds it) -> UpBlock per x2 step with the
     fixed widths {16: 128, 32: 64, 64: 64, 128: 32} (independent of ndf, as in the reference) ->
-    conv3x3 (-> 3) -> tanh. The output is float32.
+    conv3x3 (-> ``channels``, 3 in the reference) -> tanh. The output is float32.
     """
 
-    def __init__(self, out_resolution=128, sync_bn=False, **kwargs):
+    def __init__(self, out_resolution=128, sync_bn=False, channels=3, **kwargs):
         super().__init__(**kwargs)
         self.out_resolution = out_resolution
         self.sizes = [s for s in (16, 32, 64, 128) if s <= out_resolution]
@@ -477,7 +477,7 @@ class SimpleDecoder(Block):
         # Keras-tracked Python list (they would silently be left out of checkpoints).
         for s in self.sizes:
             setattr(self, f"up_{s}", UpBlock(DECODER_WIDTHS[s], sync_bn=sync_bn, name=f"up_{s}"))
-        self.to_rgb = SNConv2D(3, 3, padding=1, name="to_rgb")
+        self.to_rgb = SNConv2D(channels, 3, padding=1, name="to_rgb")  # name kept for checkpoints
 
     @property
     def ups(self):

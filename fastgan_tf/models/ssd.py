@@ -117,7 +117,7 @@ def _name_for_checkpoints(model, layers):
 @keras.saving.register_keras_serializable(package="fastgan_tf")
 class SSDGenerator(BuiltByCall, keras.Model):
     """SSD generator. ``call(z, training=True, noise_seed=None) -> [image]``, one float32
-    (B, 64, 64, 3) image in [-1, 1], in a list like FastGAN's ``[image, image_small]``.
+    (B, 64, 64, channels) image in [-1, 1], in a list like FastGAN's ``[image, image_small]``.
 
     ``training`` and ``noise_seed`` are accepted for that uniform API; this G has no state or
     noise that depends on them.
@@ -125,13 +125,13 @@ class SSDGenerator(BuiltByCall, keras.Model):
 
     resolution = 64
 
-    def __init__(self, nz=100, ngf=64, name="ssd_generator", **kwargs):
+    def __init__(self, nz=100, ngf=64, name="ssd_generator", channels=3, **kwargs):
         super().__init__(name=name, **kwargs)
-        self.nz, self.ngf = int(nz), int(ngf)
+        self.nz, self.ngf, self.channels = int(nz), int(ngf), int(channels)
         widths = [self.ngf * m for m in (8, 4, 2, 1)]
         self.mapping = [TorchDense(self.nz, name=f"map_{i}") for i in range(MAPPING_DEPTH)]
         self.ups = [conv_transpose(c, first=(i == 0), name=f"up_{i}") for i, c in enumerate(widths)]
-        self.ups.append(conv_transpose(3, name=f"up_{len(widths)}"))
+        self.ups.append(conv_transpose(self.channels, name=f"up_{len(widths)}"))
         self.adains = [AdaIN(c, name=f"adain_{i}") for i, c in enumerate(widths)]
         _name_for_checkpoints(self, self.mapping + self.ups + self.adains)
 
@@ -155,7 +155,7 @@ class SSDGenerator(BuiltByCall, keras.Model):
         return self
 
     def get_config(self):
-        return {"nz": self.nz, "ngf": self.ngf, "name": self.name}
+        return {"nz": self.nz, "ngf": self.ngf, "name": self.name, "channels": self.channels}
 
 
 class SSDDiscriminator(keras.Model):
@@ -192,9 +192,9 @@ class SSDDiscriminator(keras.Model):
         logits = self.convs[-1](x, training=training)
         return tf.reshape(tf.cast(logits, "float32"), (-1,))
 
-    def build_for_restore(self, batch_size=2, resolution=64):
+    def build_for_restore(self, batch_size=2, resolution=64, channels=3):
         """Create every variable by one state-free call (do this before restoring a checkpoint)."""
-        self(tf.zeros((batch_size, resolution, resolution, 3)), training=False)
+        self(tf.zeros((batch_size, resolution, resolution, channels)), training=False)
         return self
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from fastgan_tf import paths
-from fastgan_tf.config import TrainConfig
+from fastgan_tf.config import TrainConfig, parse_background
 from fastgan_tf.data import fingerprint, load_images
 from fastgan_tf.data.demo import DEMO_DEFAULTS, make_demo_images
 
@@ -29,7 +29,7 @@ def model_presets() -> dict:
 class TrainingImages:
     """The decoded training set and what the run needs to know about it."""
 
-    images: np.ndarray  # uint8 (N, R, R, 3)
+    images: np.ndarray  # uint8 (N, R, R, channels)
     name: str  # short name used for the default run folder
     fingerprint: str  # changes when the files or the decoding settings change
     summary: dict = field(default_factory=dict)  # JSON-friendly: counts and what was skipped
@@ -39,14 +39,38 @@ def load_training_images(cfg: TrainConfig, progress: bool = True) -> TrainingIma
     """Resolve and decode `cfg.dataset` once (decoded images are cached on disk)."""
     if cfg.dataset == DEMO:
         images = make_demo_images(resolution=cfg.resolution, seed=0)
+        key = f"demo-{cfg.resolution}-{len(images)}"
+        if cfg.channels == 1:
+            images, key = luma(images), f"{key}-grey"
         summary = {"root": DEMO, "images": len(images), "skipped": 0, "skipped_examples": []}
-        return TrainingImages(images, DEMO, f"demo-{cfg.resolution}-{len(images)}", summary)
+        return TrainingImages(images, DEMO, key, summary)
 
     from fastgan_tf.data.resolve import resolve_dataset
 
     data_dir = Path(cfg.data_dir) if cfg.data_dir else None
     resolved = resolve_dataset(cfg.dataset, data_dir=data_dir, progress=progress)
-    image_set = load_images(resolved.root, cfg.resolution, cache_dir=paths.cache_dir() / "decoded",
-                            progress=progress)
-    key = fingerprint(image_set.files, root=resolved.root, resolution=cfg.resolution)
+    image_set = load_images(resolved.root, cfg.resolution, parse_background(cfg.background),
+                            cfg.crop, cache_dir=paths.cache_dir() / "decoded", progress=progress,
+                            channels=cfg.channels)
+    key = fingerprint(image_set.files, root=resolved.root, resolution=cfg.resolution,
+                      **decode_settings(cfg))
     return TrainingImages(np.asarray(image_set.images), resolved.name, key, image_set.summary())
+
+
+def decode_settings(cfg: TrainConfig) -> dict:
+    """The decoding settings that differ from the defaults, for the dataset fingerprint.
+
+    Defaults are left out so that runs (and FID statistics) made before these options existed
+    keep their fingerprint; any other value gives another fingerprint, hence other caches.
+    """
+    settings = {"channels": cfg.channels, "crop": cfg.crop,
+                "background": list(parse_background(cfg.background))}
+    defaults = {"channels": 3, "crop": "none", "background": [255, 255, 255]}
+    return {k: v for k, v in settings.items() if v != defaults[k]}
+
+
+def luma(images: np.ndarray) -> np.ndarray:
+    """uint8 RGB (N, H, W, 3) -> (N, H, W, 1) with PIL's "L" formula (ITU-R 601-2), bit for bit."""
+    rgb = images.astype(np.uint32)
+    grey = (rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471 + 0x8000) >> 16
+    return grey.astype(np.uint8)[..., None]

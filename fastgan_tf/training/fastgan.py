@@ -43,9 +43,9 @@ from fastgan_tf.errors import UserError
 from fastgan_tf.imageops import nearest_resize, quadrant
 from fastgan_tf.models import Discriminator, Generator
 from fastgan_tf.training.distribute import check_batch_split
+from fastgan_tf.training.state import RunState, copy_weights
 from fastgan_tf.training.memory import release_freed_host_memory
 
-NUM_FIXED_SAMPLES = 16
 
 # Random streams of one step: each gets its own key, so the draws do not depend on call order.
 Z, PART, AUG_REAL, AUG_FAKE_BIG, AUG_FAKE_SMALL, MARGIN_REAL, MARGIN_FAKE, NOISE = range(1, 9)
@@ -54,14 +54,16 @@ Z, PART, AUG_REAL, AUG_FAKE_BIG, AUG_FAKE_SMALL, MARGIN_REAL, MARGIN_FAKE, NOISE
 def build_generator(cfg: TrainConfig, name: str = "generator", sync_bn: bool = False) -> Generator:
     """A generator for `cfg`, called once so its variables exist (needed before restoring)."""
     g = Generator(cfg.resolution, ngf=cfg.ngf, nz=cfg.nz, output_tanh=cfg.output_tanh,
-                  sle=cfg.sle, seed=cfg.seed, sync_bn=sync_bn, name=name)
+                  sle=cfg.sle, seed=cfg.seed, sync_bn=sync_bn, name=name,
+                  channels=cfg.channels)
     g(tf.zeros([2, cfg.nz]), training=False)
     return g
 
 
 def build_discriminator(cfg: TrainConfig, sync_bn: bool = False) -> Discriminator:
     """A discriminator for `cfg`, called once on real-style input (decoders included)."""
-    d = Discriminator(cfg.resolution, ndf=cfg.ndf, decoders=cfg.decoders, sync_bn=sync_bn)
+    d = Discriminator(cfg.resolution, ndf=cfg.ndf, decoders=cfg.decoders, sync_bn=sync_bn,
+                      channels=cfg.channels)
     return d.build_for_restore()
 
 
@@ -166,7 +168,7 @@ def _after(tensors):
     return tf.control_dependencies([t for t in (tensors or []) if t is not None])
 
 
-class FastGAN:
+class FastGAN(RunState):
     """G, D (with decoders), EMA G, both optimizers, counters and RNG: everything a checkpoint holds.
 
     `strategy` (default: TensorFlow's current one) places the models and optimizers; with more
@@ -191,33 +193,18 @@ class FastGAN:
             self.generator = build_generator(cfg, sync_bn=sync)
             self.discriminator = build_discriminator(cfg, sync_bn=sync)
             self.generator_ema = build_generator(cfg, name="generator_ema", sync_bn=sync)
-            for ema, live in zip(self.generator_ema.variables, self.generator.variables):
-                assert ema.shape == live.shape, (ema.path, live.path)
-                ema.assign(live)
+            copy_weights(self.generator_ema, self.generator)
             self.g_opt = _optimizer(cfg, mixed)
             self.d_opt = _optimizer(cfg, mixed)
             self.g_opt.build(self.generator.trainable_variables)
             self.d_opt.build(self.discriminator.trainable_variables)
-        self.rng = tf.random.Generator.from_seed(cfg.seed)
-        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-        self.batch_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="batch_in_epoch")
-        self.fixed_z = tf.Variable(
-            tf.random.stateless_normal([NUM_FIXED_SAMPLES, cfg.nz], seed=[cfg.seed, 7]),
-            trainable=False, name="fixed_z")
+        self._create_run_state(cfg)
         self._compiled_step = tf.function(self._train_step, jit_compile=cfg.xla, autograph=False)
         self._on_cpu = not tf.config.list_logical_devices("GPU")
 
-    def trackables(self) -> dict:
-        """The objects a checkpoint stores; attribute names are the checkpoint keys."""
-        return dict(generator=self.generator, discriminator=self.discriminator,
-                    generator_ema=self.generator_ema, g_opt=self.g_opt, d_opt=self.d_opt,
-                    rng=self.rng, step=self.step, epoch=self.epoch,
-                    batch_in_epoch=self.batch_in_epoch, fixed_z=self.fixed_z)
-
     # ----------------------------------------------------------------------------- training
     def train_step(self, real) -> dict:
-        """One optimisation step on the global batch `real` (B, R, R, 3) in [-1, 1].
+        """One optimisation step on the global batch `real` (B, R, R, channels) in [-1, 1].
 
         Returns the global losses as scalar tensors: d_loss = d_real + d_fake + recon, g_loss,
         and the mean real logit.
@@ -352,15 +339,6 @@ class FastGAN:
         if self.mixed and self.replicas > 1:
             grads = _nan_unless_finite_everywhere(grads)
         optimizer.apply(grads, variables)
-
-    def _update_ema(self):
-        decay = self.cfg.ema_decay
-        for ema, live in zip(self.generator_ema.trainable_variables,
-                             self.generator.trainable_variables):
-            ema.assign(decay * ema + (1.0 - decay) * live)
-        for ema, live in zip(self.generator_ema.non_trainable_variables,
-                             self.generator.non_trainable_variables):
-            ema.assign(live)
 
     # ----------------------------------------------------------------------------- sampling
     def sample(self, z=None, noise_seed=(0, 0)):

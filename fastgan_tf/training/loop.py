@@ -227,8 +227,9 @@ class Trainer:
             except (OSError, ValueError, AttributeError):
                 before = None
             if before != self.data.fingerprint:
-                say(f"warning: the images of {self.cfg.dataset} changed since this run started; "
-                    "training continues on the current files (resume is no longer bit-exact)")
+                say(f"warning: the images of {self.cfg.dataset} (or --crop/--background) changed "
+                    "since this run started; training continues on the current files (resume is "
+                    "no longer bit-exact)")
         summary = dict(self.data.summary, fingerprint=self.data.fingerprint)
         self._best_effort(info_path.name, atomic_write_text, info_path,
                           json.dumps(summary, indent=2))

@@ -89,14 +89,15 @@ def estimate(cfg: TrainConfig, micro_batch: int, mixed: bool) -> dict:
                                     lambda b: tf.TensorSpec([b, cfg.nz]))
         real_pass = ((lambda x: d(x, part=tf.constant(0), training=True)) if d.has_decoders
                      else (lambda x: d(x, training=True)))
-        d_ps, d_fixed = _per_sample(real_pass, lambda b: tf.TensorSpec([b, r, r, 3]))
+        d_ps, d_fixed = _per_sample(real_pass,
+                                    lambda b: tf.TensorSpec([b, r, r, cfg.channels]))
         lpips_ps, vgg_params = {}, 0
         if d.has_decoders and cfg.recon_loss == "lpips":  # VGG16 on the three reconstructions
             from fastgan_tf.lpips import LPIPS
 
             lpips = LPIPS(vgg_weights=None)
             size = d.recon_resolution
-            spec = lambda b: tf.TensorSpec([3 * b, size, size, 3])  # noqa: E731
+            spec = lambda b: tf.TensorSpec([3 * b, size, size, cfg.channels])  # noqa: E731
             lpips_ps, _ = _per_sample(lambda x: lpips(x, x), spec)
             vgg_params = sum(int(v.shape.num_elements()) for v in lpips.weights)
     finally:

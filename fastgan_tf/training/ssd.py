@@ -16,19 +16,19 @@ import tensorflow as tf
 from fastgan_tf.augment import diff_augment
 from fastgan_tf.config import TrainConfig
 from fastgan_tf.models.ssd import SSDDiscriminator, SSDGenerator, bce_d_loss, bce_g_loss
-
-NUM_FIXED_SAMPLES = 16
-
+from fastgan_tf.training.state import RunState, copy_weights
 
 def build_ssd_generator(cfg: TrainConfig, name: str = "generator") -> SSDGenerator:
-    return SSDGenerator(nz=cfg.nz, ngf=cfg.ngf, name=name).build_for_restore()
+    return SSDGenerator(nz=cfg.nz, ngf=cfg.ngf, name=name,
+                        channels=cfg.channels).build_for_restore()
 
 
 def build_ssd_discriminator(cfg: TrainConfig) -> SSDDiscriminator:
-    return SSDDiscriminator(ndf=cfg.ndf).build_for_restore(resolution=cfg.resolution)
+    return SSDDiscriminator(ndf=cfg.ndf).build_for_restore(resolution=cfg.resolution,
+                                                           channels=cfg.channels)
 
 
-class SSDGAN:
+class SSDGAN(RunState):
     """G, D, EMA G, optimizers, counters and RNG of an SSD run."""
 
     def __init__(self, cfg: TrainConfig, mixed: bool = False):
@@ -36,29 +36,16 @@ class SSDGAN:
         self.generator = build_ssd_generator(cfg)
         self.discriminator = build_ssd_discriminator(cfg)
         self.generator_ema = build_ssd_generator(cfg, name="generator_ema")
-        for ema, live in zip(self.generator_ema.variables, self.generator.variables):
-            ema.assign(live)
+        copy_weights(self.generator_ema, self.generator)
         self.g_opt, self.d_opt = self._optimizer(mixed), self._optimizer(mixed)
         self.g_opt.build(self.generator.trainable_variables)
         self.d_opt.build(self.discriminator.trainable_variables)
-        self.rng = tf.random.Generator.from_seed(cfg.seed)
-        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-        self.batch_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="batch_in_epoch")
-        self.fixed_z = tf.Variable(
-            tf.random.stateless_normal([NUM_FIXED_SAMPLES, cfg.nz], seed=[cfg.seed, 7]),
-            trainable=False, name="fixed_z")
+        self._create_run_state(cfg)
         self.train_step = tf.function(self._train_step, jit_compile=cfg.xla)
 
     def _optimizer(self, mixed: bool):
         adam = keras.optimizers.Adam(self.cfg.lr, beta_1=self.cfg.beta1, beta_2=self.cfg.beta2)
         return keras.optimizers.LossScaleOptimizer(adam) if mixed else adam
-
-    def trackables(self) -> dict:
-        return dict(generator=self.generator, discriminator=self.discriminator,
-                    generator_ema=self.generator_ema, g_opt=self.g_opt, d_opt=self.d_opt,
-                    rng=self.rng, step=self.step, epoch=self.epoch,
-                    batch_in_epoch=self.batch_in_epoch, fixed_z=self.fixed_z)
 
     def _augment(self, images):
         return diff_augment(images, self.cfg.augment, self.rng)
@@ -84,14 +71,6 @@ class SSDGAN:
         self.batch_in_epoch.assign_add(1)
         return dict(d_loss=d_loss, g_loss=g_loss,
                     logits_real=tf.reduce_mean(real_logits))
-
-    def _update_ema(self):
-        decay = self.cfg.ema_decay
-        for ema, live in zip(self.generator_ema.trainable_variables, self.generator.trainable_variables):
-            ema.assign(decay * ema + (1.0 - decay) * live)
-        for ema, live in zip(self.generator_ema.non_trainable_variables,
-                             self.generator.non_trainable_variables):
-            ema.assign(live)
 
     def sample(self, z=None, noise_seed=(0, 0)):
         z = self.fixed_z if z is None else z
