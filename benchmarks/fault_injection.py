@@ -52,7 +52,7 @@ class Row:
     how: str
     trials: int = 0
     outcomes: list[str] = field(default_factory=list)
-    unreadable: int = 0
+    unreadable: int | None = 0  # None: the fault involves no checkpoint
     bit_exact: str = "n/a"
     message: str = ""
 
@@ -117,6 +117,19 @@ class Suite:
             return False
         return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
+    def checkpointed_step(self, run: str) -> int | None:
+        """The training step stored in the run's latest listed checkpoint."""
+        import tensorflow as tf
+
+        from fastgan_tf.checkpoints import Checkpoints
+
+        latest = Checkpoints(self.out / run / "ckpt").latest
+        try:
+            return int(tf.train.load_checkpoint(latest).get_tensor(
+                "step/.ATTRIBUTES/VARIABLE_VALUE")) if latest else None
+        except Exception:  # noqa: BLE001 - reported as not finished
+            return None
+
     def steps(self, run: str) -> int:
         try:
             lines = (self.out / run / "metrics.jsonl").read_text().splitlines()
@@ -130,18 +143,53 @@ class Suite:
                 pass
         return max(steps, default=0)
 
-    def moment(self, run: str) -> str:
+    def moment(self, run: str, since: float) -> str:
+        """Where a run is, judged from its files (a few milliseconds before a kill)."""
         ckpt = self.out / run / "ckpt"
-        writing = ckpt.is_dir() and any(p.name.endswith("_temp") for p in ckpt.iterdir())
-        return f"after step {self.steps(run)}" + (" in a checkpoint write" if writing else "")
+        try:
+            names = os.listdir(ckpt)
+        except OSError:
+            names = []
+        step = self.steps(run)
+        if any(name.endswith("_temp") for name in names):
+            return f"after step {step}, in a checkpoint write"
+        if step and step % 4 == 0 and f"ckpt-{step}.index" not in names:
+            epoch = step // 4
+            grid = self.out / run / "samples" / f"fakes_epoch{epoch:05d}.png"
+            grid = grid.exists() and grid.stat().st_mtime >= since  # by this process
+            return (f"after step {step}, in the end-of-epoch writes ("
+                    + ("sample grid written, then FID or checkpoint" if grid else
+                       "before the sample grid") + ")")
+        return f"after step {step}"
 
     def record(self, row: Row, run: str, outcome: str, out: Path | None = None) -> None:
         listed, unreadable = self.listed_unreadable(run, out)
+        nonfinite = self.nonfinite(run, out) if "NaN" in row.fault or "Inf" in row.fault else []
+        if nonfinite:  # a rollback must never leave NaN/Inf in a checkpoint
+            outcome += f", NaN/Inf IN {', '.join(nonfinite)}"
         row.trials += 1
         row.unreadable += len(unreadable)
         row.outcomes.append(outcome)
         self.log.append(f"  {row.fault} #{row.trials}: {outcome}; listed {listed}"
                         + (f", UNREADABLE {unreadable}" if unreadable else ""))
+
+    def nonfinite(self, run: str, out: Path | None = None) -> list[str]:
+        """Listed checkpoints holding a NaN or Inf in any float tensor."""
+        import tensorflow as tf
+
+        from fastgan_tf.checkpoints import Checkpoints
+
+        bad = []
+        for path in Checkpoints((out or self.out) / run / "ckpt").listed:
+            try:
+                reader = tf.train.load_checkpoint(path)
+                tensors = (np.asarray(reader.get_tensor(k))
+                           for k in reader.get_variable_to_shape_map())
+                if not all(np.isfinite(t).all() for t in tensors if t.dtype.kind == "f"):
+                    bad.append(Path(path).name)
+            except Exception:  # noqa: BLE001 - unreadable: counted by listed_unreadable
+                pass
+        return bad
 
     def complete(self, row: Row, run: str, reference: str, out: Path | None = None) -> None:
         code, err = self.run(self.command(run, out=out))
@@ -174,6 +222,7 @@ class Suite:
         chain, exact = 0, True
         for trial in range(kills):
             run = f"random-{chain}"
+            began = time.time()
             proc = self.start(self.command(run))
             if trial % 4 == 0:
                 time.sleep(self.rng.uniform(0.0, self.setup))
@@ -181,7 +230,7 @@ class Suite:
                 self.wait_for_training(proc)
                 time.sleep(self.rng.uniform(0.0, self.training))
             training = any(line.startswith("Training") for line in proc.lines)
-            moment = self.moment(run) if training else "during start-up"
+            moment = self.moment(run, began) if training else "during start-up"
             proc.kill()
             code, _ = self.finish(proc)
             self.record(row, run, "finished before the kill" if code == 0 else f"killed {moment}")
@@ -219,19 +268,42 @@ class Suite:
 
     def ctrl_c(self, trials: int) -> None:
         for presses, name in ((1, "Ctrl-C once"), (2, "Ctrl-C twice")):
-            row = Row(name, f"SIGINT x{presses} at a random moment once training runs")
+            step = self.training / 12
+            row = Row(name, "SIGINT at a random moment once training runs" + (
+                "" if presses == 1 else f"; the second once the first was acknowledged "
+                f"(`Stopping: ...`), after a random 0-{2 * step:.1f} s (the rest of the step or "
+                "the checkpoint write)"))
             run = f"ctrl-c-{presses}"
             for _ in range(trials):
                 proc = self.start(self.command(run))
                 self.wait_for_training(proc)
-                time.sleep(self.rng.uniform(0.0, self.training * 0.8))
-                for _ in range(presses):
-                    proc.send_signal(signal.SIGINT)
-                    time.sleep(0.05)
+                left = 1 - (self.checkpointed_step(run) or 0) / 12  # of a resumed run's training
+                time.sleep(self.rng.uniform(0.0, self.training * 0.8 * left))
+                proc.send_signal(signal.SIGINT)
+                if presses == 2:
+                    # Two signals that arrive while the process is inside one TensorFlow op are
+                    # delivered to Python as one: press again after the first was seen, as a
+                    # user does.
+                    deadline = time.time() + 120
+                    while (proc.poll() is None and time.time() < deadline
+                           and not any(line.startswith("Stopping") for line in proc.lines)):
+                        time.sleep(0.01)
+                    time.sleep(self.rng.uniform(0.0, 2 * step))
+                    late = proc.poll() is not None
+                    if not late:
+                        proc.send_signal(signal.SIGINT)
                 code, err = self.finish(proc)
                 last = [line for line in err.splitlines() if line.strip()][-1:] or [""]
-                row.message = row.message or last[0]
-                self.record(row, run, f"exit {code}")
+                if not row.message or (presses == 2 and "interrupted;" in last[0]):
+                    row.message = last[0]  # twice: the message of a quit at once if there is one
+                how = ("saved" if "Saved;" in err else "quit at once" if "interrupted;" in err
+                       else "finished first" if code == 0 else "NOTHING SAID")
+                if presses == 2 and late and how != "finished first":
+                    how += " before the second press"
+                elif presses == 2 and how == "saved":
+                    how += ", the second press came during shutdown"
+                self.record(row, run, f"exit {code}, {how}"
+                                      + (", TRACEBACK" if "Traceback" in err else ""))
             self.complete(row, run, "ref")
             self.rows.append(row)
 
@@ -266,7 +338,7 @@ class Suite:
                 else []
             row.message = row.message or (said[0] if said else "")
             self.record(row, run, f"{damage}: exit {code}, detected: {'yes' if said else 'NO'}, "
-                                  f"kept in broken/: {len(kept)} files")
+                                  f"{len(kept)} file(s) kept in broken/")
             exact = code == 0 and self.same_weights(run, "ref")
             row.bit_exact = "yes" if exact and row.bit_exact != "no" else "no"
         self.rows.append(row)
@@ -295,35 +367,53 @@ class Suite:
         self.rows.append(inf)
 
         forever = Row("NaN that keeps coming back", "`nan:from:6` (every step from 6 on), "
-                      "`--max-nan-retries 3`; then the same command again")
+                      "`--max-nan-retries` at its default of 3; then the same command again without the fault")
         code, err = self.run(self.command("nan-forever", "nan:from:6"))
         forever.message = err.strip().splitlines()[-1] if err.strip() else ""
         rollbacks = err.count("rolled back")
         self.record(forever, "nan-forever", f"exit {code} after {rollbacks} rollbacks")
+        steps = self.steps("nan-forever")
         code, err = self.run(self.command("nan-forever"))
+        stopped = "Training" not in err and self.steps("nan-forever") == steps
         self.record(forever, "nan-forever", f"re-run: exit {code}, "
-                                            f"{'stopped at once' if 'epoch 2/3' not in err else 'trained'}")
+                                            f"{'stopped before training' if stopped else 'TRAINED'}")
         self.rows.append(forever)
 
     def failed_writes(self) -> None:
-        cases = [("checkpoint", "fail:checkpoint:2:ENOSPC", "error, previous checkpoint intact"),
-                 ("checkpoint", "fail:checkpoint:2:EACCES", "error, previous checkpoint intact"),
-                 ("state file", "fail:state:2:ENOSPC", "error, previous checkpoint intact"),
-                 ("config.yaml", "fail:config:1:EACCES", "error before training"),
-                 ("sample grids", "fail:samples:1+:ENOSPC", "warning, training goes on"),
-                 ("metrics.jsonl", "fail:metrics:1+:ENOSPC", "warning, training goes on")]
+        # (what, fault, must stop): a checkpoint, the state file or config.yaml that cannot be
+        # written stops training; sample grids and metrics only warn.
+        cases = [("checkpoint", "fail:checkpoint:2:ENOSPC", True),
+                 ("checkpoint", "fail:checkpoint:2:EACCES", True),
+                 ("state file", "fail:state:2:ENOSPC", True),
+                 ("config.yaml", "fail:config:1:EACCES", True),
+                 ("sample grids", "fail:samples:1+:ENOSPC", False),
+                 ("metrics.jsonl", "fail:metrics:1+:ENOSPC", False)]
         row = Row("Disk full / permission denied (injected)", "OSError or TensorFlow's "
                   "ResourceExhausted/PermissionDenied raised at the write (`fail:...`); then the "
                   "same command without the fault")
-        for what, fault, expected in cases:
+        for what, fault, stops in cases:
             run = "fail-" + fault.split(":")[1] + "-" + fault.split(":")[-1]
             code, err = self.run(self.command(run, fault))
-            said = [line for line in err.splitlines() if "error:" in line or "warning: could" in line]
+            errors = [line for line in err.splitlines() if "error:" in line]
+            warnings = [line for line in err.splitlines() if "warning: could" in line]
             if what == "checkpoint" and not row.message:
-                row.message = said[-1] if said else ""
-            self.log.extend(f"    said: {line}" for line in said)
-            self.record(row, run, f"{what} {fault.split(':')[-1]}: exit {code}, {expected}"
-                                  + ("" if said else " (BUT NOTHING SAID)"))
+                row.message = errors[-1] if errors else ""
+            self.log.extend(f"    said: {line}" for line in errors + warnings)
+            ckpt = self.out / run / "ckpt"
+            leftovers = [p.name for p in ckpt.glob("*_temp")] if ckpt.is_dir() else []
+            if stops:
+                listed, _ = self.listed_unreadable(run)
+                seen = (f"stopped with {len(errors)} error line(s)" if code == 2 else "DID NOT STOP")
+                seen += (f", still listed: {', '.join(listed)}" if listed else
+                         ", nothing written yet" if what == "config.yaml" else ", NOTHING LISTED")
+            else:
+                seen = (f"trained on, warned {len(warnings)}x" if code == 0 and self.checkpointed_step(run) == 12
+                        else "DID NOT FINISH")
+            if "Traceback" in err:
+                seen += ", TRACEBACK"
+            if leftovers:
+                seen += f", LEFT {leftovers}"
+            self.record(row, run, f"{what} {fault.split(':')[-1]}: exit {code}, {seen}")
             self.complete(row, run, "ref")
         self.rows.append(row)
         self.real_full_disk()
@@ -400,22 +490,39 @@ class Suite:
                               capture_output=True, text=True)
         summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
         row.trials = 4 * examples
-        row.outcomes.append(f"pytest: {summary}")
-        row.message = "`train.py: error: seed must be in [0, 2**32), got 1180591620717411303424`"
+        row.unreadable = None
+        row.outcomes.append(f"pytest exit {proc.returncode}: {summary}")
+        if proc.returncode != 0:
+            self.log.append(f"  fuzz: pytest failed:\n{proc.stdout[-3000:]}")
+        # What a user sees from the real command line (train.py and evaluate.py, not in-process).
+        for script, argv in (("train.py", ["--dataset", str(self.data), "--seed", str(2**70),
+                                           "--dry-run"]),
+                             ("evaluate.py", ["--fid", "--run", str(self.work / "nothing")])):
+            done = subprocess.run([sys.executable, script, *argv], env=self.env, cwd=REPO,
+                                  capture_output=True, text=True)
+            line = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
+            self.log.append(f"  {script} {' '.join(argv)}: exit {done.returncode}: {line}")
+            if script == "train.py":
+                row.message = line
+            if done.returncode != 2 or "Traceback" in done.stderr:
+                row.outcomes.append(f"{script} real command line: exit {done.returncode}"
+                                    + (", TRACEBACK" if "Traceback" in done.stderr else ""))
         self.rows.append(row)
 
 
-def write_report(suite: Suite, path: Path, started: float, args) -> None:
+def write_report(suite: Suite, path: Path, started: float, args, complete: bool = True) -> None:
     import tensorflow as tf
 
     lines = [
         "# Reliability: faults injected into real training runs",
         "",
         "Produced by `python benchmarks/fault_injection.py "
-        f"--kills {args.kills} --ctrl-c {args.ctrl_c} --fuzz-examples {args.fuzz_examples} "
-        f"--seed {args.seed}` on {time.strftime('%Y-%m-%d')} ({platform.machine()}, "
-        f"{os.cpu_count()} cores, Python {platform.python_version()}, TensorFlow "
-        f"{tf.__version__}; {(time.time() - started) / 60:.0f} minutes). Every trial runs the real "
+        f"--kills {args.kills} --ctrl-c {args.ctrl_c} --locks {args.locks} "
+        f"--fuzz-examples {args.fuzz_examples} --seed {args.seed}` on "
+        f"{time.strftime('%Y-%m-%d')} ({_cpu_name()}, {os.cpu_count()} cores, "
+        f"{platform.system()} {platform.machine()}, Python {platform.python_version()}, "
+        f"TensorFlow {tf.__version__}, CPU only; {(time.time() - started) / 60:.0f} minutes"
+        f"{'' if complete else ', PARTIAL: the suite did not finish'}). Every trial runs the real "
         "command line on 16 images at 64x64, batch 4, 3 epochs (12 steps) with a checkpoint, "
         "sample grids and FID after each epoch and `--deterministic`; faults are injected by "
         "`fastgan_tf/faults.py` (monkeypatching; the trainer has no fault hooks).",
@@ -430,10 +537,11 @@ def write_report(suite: Suite, path: Path, started: float, args) -> None:
     ]
     for row in suite.rows:
         outcomes = "; ".join(_count(row.outcomes))
-        lines.append(f"| {row.fault} | {row.how} | {row.trials} | {outcomes} | {row.unreadable} | "
+        unreadable = "n/a" if row.unreadable is None else row.unreadable
+        lines.append(f"| {row.fault} | {row.how} | {row.trials} | {outcomes} | {unreadable} | "
                      f"{row.bit_exact} | {_cell(row.message)} |")
     lines += ["", HOW_IT_WORKS, "", "## Trial log", "", "```", *suite.log, "```", ""]
-    text = "\n".join(lines).replace(str(suite.work), "<work>")
+    text = "\n".join(lines).replace(str(suite.work), "<work>").replace(str(REPO), "<repo>")
     path.write_text(text, encoding="utf-8")
 
 
@@ -470,6 +578,16 @@ HOW_IT_WORKS = """## What keeps the runs safe
   op determinism notwithstanding."""
 
 
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return " ".join(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def _count(outcomes: list[str]) -> list[str]:
     seen: dict[str, int] = {}
     for o in outcomes:
@@ -485,9 +603,9 @@ def _cell(text: str) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--kills", type=int, default=12, help="random-moment SIGKILLs")
-    p.add_argument("--ctrl-c", type=int, default=2, help="trials of Ctrl-C once and twice each")
+    p.add_argument("--ctrl-c", type=int, default=3, help="trials of Ctrl-C once and twice each")
     p.add_argument("--locks", type=int, default=2, help="two-trainer trials")
-    p.add_argument("--fuzz-examples", type=int, default=200)
+    p.add_argument("--fuzz-examples", type=int, default=150)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", type=Path, default=REPO / "RELIABILITY.md")
     p.add_argument("--workdir", type=Path, default=None, help="default: a temporary folder")
@@ -504,7 +622,8 @@ def main() -> int:
         step()
         name = getattr(step, "__name__", "step")
         print(f"{name}: {time.time() - began:.0f}s; rows so far {len(suite.rows)}", flush=True)
-        write_report(suite, args.output, started, args)  # partial results survive a crash
+        # partial results survive a crash
+        write_report(suite, args.output, started, args, complete=step is steps[-1])
     print(f"wrote {args.output} ({(time.time() - started) / 60:.1f} min, work in {work})")
     return 0
 

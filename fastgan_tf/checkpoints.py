@@ -309,7 +309,9 @@ class Checkpoints:
         target.mkdir(exist_ok=True)
         for path in paths:
             name = Path(path).name
-            for f in [Path(f"{path}.index"), *self.directory.glob(f"{name}.data-*")]:
+            # Data before index: a kill in between leaves an index without data (tried, found
+            # broken and set aside again), never data without an index, which `tidy` deletes.
+            for f in [*self.directory.glob(f"{name}.data-*"), Path(f"{path}.index")]:
                 if f.exists():
                     destination = target / f.name
                     n = 1

@@ -338,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     install(argv[:split])
     from fastgan_tf.cli.train import main as train_main
 
-    return train_main(argv[split + 1:])
+    sys.argv = [sys.argv[0], *argv[split + 1:]]
+    return train_main()  # from sys.argv, as train.py does: the same behaviour on the way out
 
 
 if __name__ == "__main__":

@@ -49,24 +49,27 @@ def run_cli(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace],
         code = run(args)
     except UserError as e:
         print(f"{parser.prog}: error: {one_line(e)}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        code = EXIT_USER_ERROR
     except OSError as e:  # a full disk or a forbidden folder that no code path anticipated
         where = f"{e.filename}: " if getattr(e, "filename", None) else ""
         print(f"{parser.prog}: error: {where}{e.strerror or e}; free disk space or fix "
               "permissions, then re-run the same command", file=sys.stderr)
-        return EXIT_USER_ERROR
+        code = EXIT_USER_ERROR
     except KeyboardInterrupt:
         ignore_further_ctrl_c()
         print(f"\n{parser.prog}: interrupted; the last saved checkpoint is intact.", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    if code == EXIT_INTERRUPTED:
+        code = EXIT_INTERRUPTED
+    if code == EXIT_INTERRUPTED or argv is None:
+        # argv None: this is the program itself, about to quit; a Ctrl-C while TensorFlow shuts
+        # down must not turn its exit code into a death by SIGINT. (Callers that run it
+        # in-process pass argv and keep their Ctrl-C.)
         ignore_further_ctrl_c()
     return code
 
 
 def ignore_further_ctrl_c() -> None:
-    """The process is quitting on the user's Ctrl-C: another press during shutdown (TensorFlow's
-    exit handlers can take a while) must not turn exit 130 into a death by SIGINT."""
+    """The process is quitting: a Ctrl-C during shutdown (TensorFlow's exit handlers can take a
+    while) must not replace its exit code (0, 2 or 130) by a death by SIGINT."""
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     except ValueError:  # not the main thread (an embedding program): its signals are its own
