@@ -18,7 +18,6 @@ trainer on the same run, incompatible checkpoints, random command lines and conf
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import random
@@ -131,17 +130,9 @@ class Suite:
             return None
 
     def steps(self, run: str) -> int:
-        try:
-            lines = (self.out / run / "metrics.jsonl").read_text().splitlines()
-        except OSError:
-            return 0
-        steps = []
-        for line in lines:
-            try:
-                steps.append(json.loads(line)["step"])
-            except (ValueError, KeyError):
-                pass
-        return max(steps, default=0)
+        from fastgan_tf.training.logs import logged_steps
+
+        return max(logged_steps(self.out / run), default=0)
 
     def moment(self, run: str, since: float) -> str:
         """Where a run is, judged from its files (a few milliseconds before a kill)."""

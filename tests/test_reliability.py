@@ -28,6 +28,7 @@ from fastgan_tf.checkpoints import Checkpoints, RunLock, verify
 from fastgan_tf.cli.train import main
 from fastgan_tf.errors import UserError
 from fastgan_tf import faults
+from fastgan_tf.training.logs import logged_steps
 from fastgan_tf.training.recovery import Recovery, retry_seed, vary
 
 REPO = Path(__file__).resolve().parents[1]
@@ -355,20 +356,6 @@ def _wait_for(proc, condition, timeout=300):
     raise AssertionError(f"condition not reached: {proc.communicate()[1][-3000:]}")
 
 
-def _logged_steps(run):
-    try:
-        lines = (run / "metrics.jsonl").read_text().splitlines()
-    except OSError:
-        return []
-    steps = []
-    for line in lines:
-        try:
-            steps.append(json.loads(line)["step"])
-        except (ValueError, KeyError):
-            pass
-    return steps
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
 @pytest.mark.parametrize("how", ["raised", "returned"])
@@ -421,7 +408,7 @@ def test_kills_at_any_instant_and_ctrl_c_twice_keep_checkpoints_and_bit_exact(da
     assert listed_numbers(run) == [0] and all_listed_readable(run)
     # At a random moment of epoch 2 or its end (sample grids, FID, checkpoint), from outside.
     proc = subprocess.Popen(_command(data, out, "killed"), **popen)
-    _wait_for(proc, lambda: any(s >= 5 for s in _logged_steps(run)))
+    _wait_for(proc, lambda: any(s >= 5 for s in logged_steps(run)))
     time.sleep(random.Random(6).uniform(0.0, 3.0))
     proc.kill()
     proc.communicate()
@@ -437,7 +424,7 @@ def test_kills_at_any_instant_and_ctrl_c_twice_keep_checkpoints_and_bit_exact(da
         reader.start()
         # "Training ..." comes after the resume trimmed metrics.jsonl to the checkpoint's step.
         _wait_for(proc, lambda: any(line.startswith("Training") for line in lines)
-                  and any(s > resumed_from for s in _logged_steps(run)))
+                  and any(s > resumed_from for s in logged_steps(run)))
         proc.send_signal(signal.SIGINT)
         _wait_for(proc, lambda: any(line.startswith("Stopping") for line in lines))
         proc.send_signal(signal.SIGINT)

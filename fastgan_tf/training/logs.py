@@ -22,14 +22,8 @@ class RunLog:
         """Drop records beyond `step`: after a resume those steps are trained again."""
         if not self.path.exists():
             return
-        kept = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                if json.loads(line).get("step", 0) <= step:
-                    kept.append(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by a kill
-        atomic_write_text(self.path, "".join(f"{line}\n" for line in kept))
+        kept = [r for r in read_records(self.path) if r.get("step", 0) <= step]
+        atomic_write_text(self.path, "".join(f"{json.dumps(r)}\n" for r in kept))
 
     def write(self, record: dict, prefix: str = "train") -> None:
         """Log one record; its numeric fields also become TensorBoard scalars at its step."""
@@ -50,6 +44,27 @@ class RunLog:
 
     def close(self) -> None:
         self._writer.close()
+
+
+def read_records(path: Path) -> list[dict]:
+    """The records of a metrics.jsonl; a missing file has none, a line cut short by a kill is
+    skipped."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+    records = []
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def logged_steps(run_dir: Path) -> list[int]:
+    """The steps a run has logged so far (tests and the fault-injection suite watch these)."""
+    return [r["step"] for r in read_records(Path(run_dir) / "metrics.jsonl") if "step" in r]
 
 
 def _plain(value):
