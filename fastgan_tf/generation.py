@@ -10,7 +10,6 @@ scores first, when the batch size is the same.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,6 @@ import numpy as np
 import tensorflow as tf
 
 from fastgan_tf.errors import UserError
-from fastgan_tf.io import atomic_write_bytes
 from fastgan_tf.models import layers as L
 from fastgan_tf.models.generator import SLE_SOURCES
 from fastgan_tf.scoring import EVAL_BATCH_SIZE, latent_sampler, truncated_normal
@@ -32,15 +30,6 @@ NEAREST_SIZE = 64  # side at which nearest neighbours are compared
 def file_stem(seed: int, truncation: float | None = None) -> str:
     """`seed7` or `seed7_psi0.7`: output names say how they were made, so runs do not overwrite."""
     return f"seed{seed}" + (f"_psi{truncation:g}" if truncation is not None else "")
-
-
-def save_png(image: np.ndarray, path: Path) -> Path:
-    """Write one uint8 (H, W, 3) or greyscale (H, W, 1) image as a PNG, atomically."""
-    path = Path(path)
-    buffer = io.BytesIO()
-    to_pil(image).save(buffer, format="PNG")
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
 
 
 # --------------------------------------------------------------------------- samples and grids

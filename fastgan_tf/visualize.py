@@ -51,10 +51,16 @@ def to_pil(image: np.ndarray) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(image, np.uint8))  # 2-D: "L", (H, W, 3): "RGB"
 
 
-def save_image_grid(images, path: Path | str, nrow: int | None = None) -> Path:
-    """Write a PNG grid atomically (a reader never sees a half-written file)."""
+def save_png(image: np.ndarray, path: Path | str) -> Path:
+    """Write one uint8 (H, W, 3) or greyscale (H, W, 1) image as a PNG, atomically (a reader
+    never sees a half-written file)."""
     path = Path(path)
     buffer = io.BytesIO()
-    to_pil(make_grid(images, nrow)).save(buffer, format="PNG")
+    to_pil(image).save(buffer, format="PNG")
     atomic_write_bytes(path, buffer.getvalue())
     return path
+
+
+def save_image_grid(images, path: Path | str, nrow: int | None = None) -> Path:
+    """Write a PNG grid of `images` atomically."""
+    return save_png(make_grid(images, nrow), path)

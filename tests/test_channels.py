@@ -228,3 +228,12 @@ def test_data_check_takes_crop_and_background(tmp_path, capsys):
     assert "centre square is kept" in capsys.readouterr().out
     assert data_main(["check", str(folder), "--background", "nope"]) == 2
     assert "--background" in capsys.readouterr().err
+
+
+def test_demo_dataset_in_greyscale():
+    rgb = load_training_images(config.resolve({"dataset": "demo", "resolution": 64}), False)
+    grey = load_training_images(
+        config.resolve({"dataset": "demo", "resolution": 64, "channels": 1}), False)
+    assert grey.images.shape == (*rgb.images.shape[:3], 1) and grey.fingerprint != rgb.fingerprint
+    expect = np.asarray(Image.fromarray(rgb.images[3]).convert("L"))
+    np.testing.assert_array_equal(grey.images[3, ..., 0], expect)

@@ -235,7 +235,8 @@ def _interpolate(args, out_dir, loaded, info):
 
 
 def _style_mix(args, out_dir, loaded, info):
-    from fastgan_tf.generation import file_stem, save_png, style_mix_grid
+    from fastgan_tf.generation import file_stem, style_mix_grid
+    from fastgan_tf.visualize import save_png
 
     grid = style_mix_grid(loaded.generator, args.style_mix, args.seed, args.truncation)
     path = save_png(grid, out_dir / f"style_mix_{file_stem(args.seed, args.truncation)}.png")
@@ -248,13 +249,14 @@ def _style_mix(args, out_dir, loaded, info):
 def _nearest(args, out_dir, loaded, info):
     from fastgan_tf import generation
     from fastgan_tf.training.dataset import load_training_images
+    from fastgan_tf.visualize import save_png
 
     real = load_training_images(loaded.config).images
     fake = generation.generate(loaded.generator, args.nearest, args.seed, args.truncation,
                                args.batch_size)
     idx, dist = generation.nearest_neighbours(fake, real, args.neighbours)
     path = out_dir / f"nearest_{generation.file_stem(args.seed, args.truncation)}.png"
-    generation.save_png(generation.nearest_grid(fake, real, idx), path)
+    save_png(generation.nearest_grid(fake, real, idx), path)
     size = min(generation.NEAREST_SIZE, real.shape[1])
     closest = int(dist[:, 0].argmin())
     return {**info, "action": "nearest", "file": str(path), "num_real": len(real),

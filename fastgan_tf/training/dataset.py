@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from fastgan_tf import paths
 from fastgan_tf.config import TrainConfig, parse_background
@@ -63,14 +64,14 @@ def decode_settings(cfg: TrainConfig) -> dict:
     Defaults are left out so that runs (and FID statistics) made before these options existed
     keep their fingerprint; any other value gives another fingerprint, hence other caches.
     """
-    settings = {"channels": cfg.channels, "crop": cfg.crop,
-                "background": list(parse_background(cfg.background))}
-    defaults = {"channels": 3, "crop": "none", "background": [255, 255, 255]}
-    return {k: v for k, v in settings.items() if v != defaults[k]}
+    def settings(c: TrainConfig) -> dict:
+        return {"channels": c.channels, "crop": c.crop,
+                "background": list(parse_background(c.background))}
+
+    ours, defaults = settings(cfg), settings(TrainConfig())
+    return {k: v for k, v in ours.items() if v != defaults[k]}
 
 
 def luma(images: np.ndarray) -> np.ndarray:
-    """uint8 RGB (N, H, W, 3) -> (N, H, W, 1) with PIL's "L" formula (ITU-R 601-2), bit for bit."""
-    rgb = images.astype(np.uint32)
-    grey = (rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471 + 0x8000) >> 16
-    return grey.astype(np.uint8)[..., None]
+    """uint8 RGB (N, H, W, 3) -> (N, H, W, 1), converted by Pillow as the file loader does."""
+    return np.stack([np.asarray(Image.fromarray(im).convert("L")) for im in images])[..., None]

@@ -43,9 +43,8 @@ from fastgan_tf.errors import UserError
 from fastgan_tf.imageops import nearest_resize, quadrant
 from fastgan_tf.models import Discriminator, Generator
 from fastgan_tf.training.distribute import check_batch_split
-from fastgan_tf.training.state import RunState, copy_weights
 from fastgan_tf.training.memory import release_freed_host_memory
-
+from fastgan_tf.training.state import RunState, copy_weights
 
 # Random streams of one step: each gets its own key, so the draws do not depend on call order.
 Z, PART, AUG_REAL, AUG_FAKE_BIG, AUG_FAKE_SMALL, MARGIN_REAL, MARGIN_FAKE, NOISE = range(1, 9)

@@ -18,6 +18,7 @@ from fastgan_tf.config import TrainConfig
 from fastgan_tf.models.ssd import SSDDiscriminator, SSDGenerator, bce_d_loss, bce_g_loss
 from fastgan_tf.training.state import RunState, copy_weights
 
+
 def build_ssd_generator(cfg: TrainConfig, name: str = "generator") -> SSDGenerator:
     return SSDGenerator(nz=cfg.nz, ngf=cfg.ngf, name=name,
                         channels=cfg.channels).build_for_restore()
