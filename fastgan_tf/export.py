@@ -109,7 +109,7 @@ def _check_target(out_dir: Path) -> None:
 
 
 def export_generator(generator, out_dir: Path, provenance: dict | None = None) -> dict:
-    """Write the SavedModel, Keras weights, generator.json and README.txt into `out_dir`."""
+    """Write the SavedModel, generator.keras, generator.json and README.txt into `out_dir`."""
     out_dir = Path(out_dir)
     _check_target(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
