@@ -52,11 +52,9 @@ Z, PART, AUG_REAL, AUG_FAKE_BIG, AUG_FAKE_SMALL, MARGIN_REAL, MARGIN_FAKE, NOISE
 
 def build_generator(cfg: TrainConfig, name: str = "generator", sync_bn: bool = False) -> Generator:
     """A generator for `cfg`, called once so its variables exist (needed before restoring)."""
-    g = Generator(cfg.resolution, ngf=cfg.ngf, nz=cfg.nz, output_tanh=cfg.output_tanh,
-                  sle=cfg.sle, seed=cfg.seed, sync_bn=sync_bn, name=name,
-                  channels=cfg.channels)
-    g(tf.zeros([2, cfg.nz]), training=False)
-    return g
+    return Generator(cfg.resolution, ngf=cfg.ngf, nz=cfg.nz, output_tanh=cfg.output_tanh,
+                     sle=cfg.sle, seed=cfg.seed, sync_bn=sync_bn, name=name,
+                     channels=cfg.channels).build_for_restore()
 
 
 def build_discriminator(cfg: TrainConfig, sync_bn: bool = False) -> Discriminator:
@@ -182,7 +180,7 @@ class FastGAN(RunState):
         self.mixed = mixed
         self.strategy = strategy or tf.distribute.get_strategy()
         self.replicas = int(self.strategy.num_replicas_in_sync)
-        self.accumulate = int(getattr(cfg, "accumulate", 1))
+        self.accumulate = cfg.accumulate
         self.micro_batch = check_batch_split(cfg.batch_size, self.replicas, self.accumulate)
         if cfg.xla and self.replicas > 1:  # XLA around strategy.run is not supported by TF
             raise UserError(f"--xla compiles the step for one device, but the strategy has "

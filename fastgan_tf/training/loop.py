@@ -49,11 +49,11 @@ from fastgan_tf.errors import UserError
 from fastgan_tf.io import atomic_write_text
 from fastgan_tf.progress import progress
 from fastgan_tf.training.dataset import TrainingImages, load_training_images
-from fastgan_tf.training.distribute import make_strategy, worker_run_dir  # [distribution]
-from fastgan_tf.training.memory import estimate_for_config  # [speed] --dry-run estimate
+from fastgan_tf.training.distribute import make_strategy, worker_run_dir
 from fastgan_tf.training.factory import build_discriminator, build_generator, make_gan, needs_vgg
 from fastgan_tf.training.fid import FidTracker
 from fastgan_tf.training.logs import RunLog
+from fastgan_tf.training.memory import estimate_for_config
 from fastgan_tf.training.precision import resolve_mixed_precision, set_policy
 from fastgan_tf.training.recovery import Recovery, vary
 from fastgan_tf.visualize import make_grid, save_image_grid
@@ -77,13 +77,13 @@ def train(cfg: TrainConfig, fresh: bool = False, dry_run: bool = False) -> int:
     run_dir = run_directory(cfg, data.name)
     if dry_run:
         return dry_run_report(cfg, data, run_dir)
-    strategy = make_strategy(cfg.strategy)  # [distribution] before TensorFlow's first op
-    run_dir = worker_run_dir(run_dir, strategy)  # [distribution] non-chief workers: own folder
+    strategy = make_strategy(cfg.strategy)  # before TensorFlow's first op
+    run_dir = worker_run_dir(run_dir, strategy)  # non-chief workers: own folder
     with RunLock(run_dir.parent / f".{run_dir.name}.lock"):
         if fresh and run_dir.exists():
             moved = _move_aside(run_dir)
             say(f"--fresh: the previous run was moved to {moved}")
-        return Trainer(cfg, data, run_dir, strategy).run()  # [distribution] strategy
+        return Trainer(cfg, data, run_dir, strategy).run()
 
 
 def dry_run_report(cfg: TrainConfig, data: TrainingImages, run_dir: Path) -> int:
@@ -99,7 +99,7 @@ def dry_run_report(cfg: TrainConfig, data: TrainingImages, run_dir: Path) -> int
         "params": {"generator": count_params(build_generator(cfg)),
                    "discriminator": count_params(build_discriminator(cfg))},
         "dataset": data.summary,
-        "memory_estimate": estimate_for_config(cfg),  # [speed] device memory of one step
+        "memory_estimate": estimate_for_config(cfg),  # device memory of one step
         "run_dir": str(run_dir),
         "resumes": (run_dir / "config.yaml").exists(),
     }
@@ -194,9 +194,9 @@ class Trainer:
     """Runs the epochs of one run folder, resuming it if it has a checkpoint."""
 
     def __init__(self, cfg: TrainConfig, data: TrainingImages, run_dir: Path,
-                 strategy: tf.distribute.Strategy | None = None):  # [distribution] strategy
+                 strategy: tf.distribute.Strategy | None = None):
         self.cfg = cfg
-        self.strategy = strategy  # [distribution]
+        self.strategy = strategy
         self.data = data
         self.run_dir = run_dir
         self.steps_per_epoch = steps_per_epoch(len(data.images), cfg.batch_size)
@@ -250,7 +250,7 @@ class Trainer:
         _write_or_stop(self.run_dir, lambda: self.run_dir.mkdir(parents=True, exist_ok=True))
         _check_recon_weights(cfg)
         self.gan = make_gan(cfg, mixed=cfg.mixed_precision == "on",
-                            strategy=self.strategy)  # [distribution] strategy
+                            strategy=self.strategy)
         trackables = self.gan.trackables()
         self.checkpoints = Checkpoints(self.run_dir / "ckpt", cfg.keep_checkpoints, **trackables)
         self.all_finite = _finite_checker(trackables)
