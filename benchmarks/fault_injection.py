@@ -2,8 +2,8 @@
 
     python benchmarks/fault_injection.py --kills 12 --output RELIABILITY.md
 
-Every run is the real command line (`python -m fastgan_tf.faults FAULTS -- train.py args`, see
-fastgan_tf/faults.py) on a tiny deterministic configuration: 16 generated images at 64x64, batch
+Every run is the real command line (`python tests/faults.py FAULTS -- train.py args`, see
+tests/faults.py) on a tiny deterministic configuration: 16 generated images at 64x64, batch
 4, 3 epochs of 4 steps, a checkpoint, sample grids and FID (with a pixel stand-in for Inception)
 after every epoch. After every fault the suite checks that each checkpoint listed in the state file
 reads completely; runs that can finish are finished with the same command and their final
@@ -71,7 +71,7 @@ class Suite:
 
     # ----------------------------------------------------------------------------- running
     def command(self, run: str, *faults: str, extra=(), out: Path | None = None) -> list[str]:
-        return [sys.executable, "-m", "fastgan_tf.faults", "fake-fid", *faults, "--",
+        return [sys.executable, str(REPO / "tests" / "faults.py"), "fake-fid", *faults, "--",
                 "--dataset", str(self.data), "--out", str(out or self.out), "--run-name", run,
                 *ARGS, *extra]
 
@@ -130,7 +130,7 @@ class Suite:
             return None
 
     def steps(self, run: str) -> int:
-        from fastgan_tf.training.logs import logged_steps
+        from faults import logged_steps
 
         return max(logged_steps(self.out / run), default=0)
 
@@ -243,7 +243,7 @@ class Suite:
 
     def targeted_kills(self) -> None:
         row = Row("SIGKILL inside a write or a step", "self-inflicted SIGKILL at a chosen point "
-                  "(fastgan_tf.faults `kill:...`), one after another on the same run")
+                  "(tests/faults.py `kill:...`), one after another on the same run")
         # In this order each point is reached: ckpt-0 write, best.json (first FID), first sample
         # grid, a metrics line, a step, ckpt-4 write, before ckpt-4 is listed, a later grid
         # (ckpt-4 listed by then), deleting ckpt-0 after ckpt-8 is listed, the ckpt-12 write.
@@ -516,7 +516,7 @@ def write_report(suite: Suite, path: Path, started: float, args, complete: bool 
         f"{'' if complete else ', PARTIAL: the suite did not finish'}). Every trial runs the real "
         "command line on 16 images at 64x64, batch 4, 3 epochs (12 steps) with a checkpoint, "
         "sample grids and FID after each epoch and `--deterministic`; faults are injected by "
-        "`fastgan_tf/faults.py` (monkeypatching; the trainer has no fault hooks).",
+        "`tests/faults.py` (monkeypatching; the trainer has no fault hooks).",
         "",
         "*Unreadable* counts checkpoints listed in `ckpt/checkpoint` that failed to read completely "
         "after a fault (every tensor is read). *Bit-exact* compares every tensor of the final "

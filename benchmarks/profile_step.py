@@ -80,7 +80,7 @@ def op_type_times(gan, real, steps: int) -> dict[str, float] | None:
     logdir = tempfile.mkdtemp(prefix="fastgan-profile-")
     tf.profiler.experimental.start(logdir)
     for _ in range(steps):
-        gan.train_step(real)["g_loss"].numpy()
+        gan.train_on_batch(real)["g_loss"].numpy()
     tf.profiler.experimental.stop()
     space = xplane_pb2.XSpace()
     space.ParseFromString(next(Path(logdir).rglob("*.xplane.pb")).read_bytes())
@@ -166,7 +166,7 @@ def main() -> None:
         "EMA update": tf.function(lambda: (gan._update_ema(), gan.step)[1], autograph=False),
     }
     timings = {name: round(median_seconds(fn, args.repeats), 4) for name, fn in parts.items()}
-    timings["whole step"] = round(median_seconds(lambda: gan.train_step(real)["g_loss"],
+    timings["whole step"] = round(median_seconds(lambda: gan.train_on_batch(real)["g_loss"],
                                                  args.repeats), 4)
     # The step runs G forward once, inside the G step part: do not count it twice.
     timings["sum of parts"] = round(sum(v for k, v in timings.items()

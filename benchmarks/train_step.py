@@ -68,14 +68,14 @@ def measure(args: argparse.Namespace) -> dict:
     real = tf.constant(np.random.default_rng(0).uniform(
         -1, 1, (cfg.batch_size, cfg.resolution, cfg.resolution, 3)).astype(np.float32))
     start = time.perf_counter()
-    gan.train_step(real)["g_loss"].numpy()
+    gan.train_on_batch(real)["g_loss"].numpy()
     first = time.perf_counter() - start
     for _ in range(args.warmup - 1):
-        gan.train_step(real)["g_loss"].numpy()
+        gan.train_on_batch(real)["g_loss"].numpy()
     times = []
     for _ in range(args.iterations):
         start = time.perf_counter()
-        gan.train_step(real)["g_loss"].numpy()
+        gan.train_on_batch(real)["g_loss"].numpy()
         times.append(time.perf_counter() - start)
     result = {
         "resolution": cfg.resolution, "batch_size": cfg.batch_size, "ngf": cfg.ngf,

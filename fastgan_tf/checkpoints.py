@@ -1,4 +1,4 @@
-"""Checkpoints that survive kills, and a run-folder lock that a crash cannot leave stuck.
+"""Checkpoints that survive kills: written, rotated, restored and set aside safely.
 
 Writing checkpoint N happens in three steps, each safe to interrupt:
 
@@ -24,16 +24,16 @@ a home and that every variable was restored.
 
 from __future__ import annotations
 
-import errno
 import os
 import re
-import socket
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import tensorflow as tf
 
-from fastgan_tf.errors import UserError
+from fastgan_tf.checkpoint_keys import misfits
+from fastgan_tf.errors import UserError, reason_of
 from fastgan_tf.io import atomic_write_text
 
 FORMAT_VERSION = 1
@@ -43,14 +43,6 @@ _VERSION_KEY = "format_version/.ATTRIBUTES/VARIABLE_VALUE"
 _INDEX_RE = re.compile(r"^ckpt-(\d+)\.index$")
 _DATA_RE = re.compile(r"^ckpt-(\d+)\.data-\d+-of-\d+$")
 _TEMP_RE = re.compile(r"^ckpt-\d+_temp")
-# Keys a checkpoint may hold that say nothing about the model.
-_BOOKKEEPING = ("_CHECKPOINTABLE_OBJECT_GRAPH", "save_counter/")
-# errno texts worth showing as they are: they tell the user what to fix.
-_OS_REASONS = tuple(os.strerror(getattr(errno, name)) for name in (
-    "ENOSPC", "EDQUOT", "EROFS", "EACCES", "EPERM", "EIO", "ENOENT") if hasattr(errno, name))
-# errnos that mean "this filesystem cannot lock", not "someone holds the lock"
-_NO_LOCKING = {getattr(errno, name) for name in ("ENOLCK", "EOPNOTSUPP", "ENOSYS")
-               if hasattr(errno, name)}
 
 
 @dataclass
@@ -64,19 +56,6 @@ class Restored:
 def checkpoint_number(path: str | Path) -> int:
     """The N of ``.../ckpt-N``."""
     return int(Path(path).name.rsplit("-", 1)[1])
-
-
-def reason_of(error: BaseException) -> str:
-    """A one-line reason for an OSError or a TensorFlow error, without TF's op decorations."""
-    text = getattr(error, "message", None) or getattr(error, "strerror", None) or str(error)
-    for known in _OS_REASONS:
-        if known in text:
-            return known
-    lines = str(text).strip().splitlines()
-    if not lines:
-        return type(error).__name__
-    line = re.sub(r"\{\{[^}]*\}\}\s*", "", lines[0])
-    return re.sub(r"\s*\[Op:\w+\]$", "", line).strip() or type(error).__name__
 
 
 def verify(path: str) -> str | None:
@@ -99,7 +78,6 @@ class Checkpoints:
         self.format_version = tf.Variable(FORMAT_VERSION, dtype=tf.int64, trainable=False)
         self.checkpoint = tf.train.Checkpoint(format_version=self.format_version, **trackables)
         _ = self.checkpoint.save_counter  # created by every restore: exist and be saved, too
-        self._expected: dict[str, list[int]] | None = None
 
     def prefix(self, number: int) -> str:
         return str(self.directory / f"ckpt-{int(number)}")
@@ -182,8 +160,6 @@ class Checkpoints:
 
     def _remove_partial(self, path: str) -> None:
         """After a failed write of an unlisted checkpoint: remove what it left, to free space."""
-        import shutil
-
         name = Path(path).name
         shutil.rmtree(self.directory / f"{name}_temp", ignore_errors=True)
         self._delete(path)
@@ -194,8 +170,6 @@ class Checkpoints:
         None of it can be restored: a checkpoint needs its index, and an index is only moved
         into place after its data. Returns the names removed.
         """
-        import shutil
-
         if not self.directory.is_dir():
             return []
         indexed = {int(m.group(1)) for m in map(_INDEX_RE.match, os.listdir(self.directory)) if m}
@@ -248,9 +222,9 @@ class Checkpoints:
         try:
             self.checkpoint.restore(path).assert_consumed()
         except Exception as e:  # noqa: BLE001 - the reader raises IndexError, OpError, ...
-            misfits = self.misfits(shapes)
-            if misfits:
-                raise UserError(_misfit_message(path, misfits)) from None
+            problems = misfits(self.checkpoint, shapes)
+            if problems:
+                raise UserError(_misfit_message(path, problems)) from None
             return reason_of(e)
         return None
 
@@ -266,41 +240,6 @@ class Checkpoints:
                 f"{path} has checkpoint format {version}, this version of fastgan-tf reads format "
                 f"{FORMAT_VERSION}; start a new run with --fresh (the old run is kept) or use the "
                 "fastgan-tf version that wrote it")
-
-    def expected_shapes(self) -> dict[str, list[int]]:
-        """Checkpoint key -> shape of every variable the trackables would save."""
-        if self._expected is None:
-            from tensorflow.python.checkpoint import graph_view, util
-
-            _, paths, *_ = util.objects_ids_and_slot_variables_and_paths(
-                graph_view.ObjectGraphView(self.checkpoint))
-            self._expected = {
-                "/".join(ref.name for ref in path) + "/.ATTRIBUTES/VARIABLE_VALUE":
-                    list(obj.shape)
-                for obj, path in paths.items() if _is_variable(obj)}
-        return self._expected
-
-    def misfits(self, shapes: dict[str, list[int]]) -> list[str]:
-        """How a checkpoint's variables (key -> shape) differ from ours, model weights first."""
-        try:
-            expected = self.expected_shapes()
-        except Exception:  # noqa: BLE001 - TF internals moved: no diagnosis, plain fallback
-            return []
-        found = {k: list(v) for k, v in shapes.items() if not k.startswith(_BOOKKEEPING)}
-        problems = []
-        for key, shape in expected.items():
-            if key.startswith(_BOOKKEEPING):
-                continue
-            if key not in found:
-                problems.append((key, f"{_short(key)} is missing from the checkpoint"))
-            elif found[key] != shape:
-                problems.append((key, f"{_short(key)} has shape {tuple(found[key])} in the "
-                                      f"checkpoint but {tuple(shape)} here"))
-        for key in found:
-            if key not in expected:
-                problems.append((key, f"the checkpoint has {_short(key)}, which this model lacks"))
-        problems.sort(key=lambda p: (p[0].startswith(("g_opt", "d_opt")), p[0]))
-        return [text for _, text in problems]
 
     # ----------------------------------------------------------------------------- broken ones
     def set_aside(self, paths: list[str]) -> Path:
@@ -328,100 +267,10 @@ class Checkpoints:
         return target
 
 
-def _is_variable(obj) -> bool:
-    """tf.Variable or Keras 3 Variable (which is not a tf.Variable subclass)."""
-    return all(hasattr(obj, name) for name in ("shape", "dtype", "assign"))
-
-
-def _short(key: str) -> str:
-    return key.replace("/.ATTRIBUTES/VARIABLE_VALUE", "")
-
-
-def _misfit_message(path: str, misfits: list[str]) -> str:
-    shown = "; ".join(misfits[:2])
-    more = f" (and {len(misfits) - 2} more)" if len(misfits) > 2 else ""
+def _misfit_message(path: str, problems: list[str]) -> str:
+    shown = "; ".join(problems[:2])
+    more = f" (and {len(problems) - 2} more)" if len(problems) > 2 else ""
     return (f"{path} does not fit the model these settings build: {shown}{more}. It was written "
             "with another resolution, width (ngf/ndf), latent size or model; resume with the "
             "settings the run was trained with (see its config.yaml), or start a fresh run with "
             "--fresh (the old run is kept) or --run-name NEW")
-
-
-class RunLock:
-    """An exclusive OS lock on the file `path`, released by the OS when the process dies.
-
-    Uses `fcntl.flock` on POSIX and `msvcrt.locking` on Windows, so a crashed trainer never
-    leaves a stale lock behind, unlike a plain "lock file exists" check. On a filesystem that
-    cannot lock at all (some network mounts) training goes on with a warning.
-    """
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self._file = None
-
-    def __enter__(self) -> RunLock:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            f = open(self.path, "a+b")
-        except OSError as e:
-            raise UserError(f"cannot create the run lock {self.path}: {reason_of(e)}; choose a "
-                            "writable --out folder or fix its permissions") from None
-        try:
-            _lock_file(f)
-        except OSError as e:
-            if e.errno in _NO_LOCKING:
-                import sys
-
-                print(f"warning: cannot lock {self.path} on this filesystem ({reason_of(e)}); "
-                      "make sure no other training uses this run folder", file=sys.stderr)
-                f.close()
-                return self
-            holder = _read_holder(f)
-            f.close()
-            raise UserError(
-                f"{self.path} is held by {holder}: another training uses this run folder; wait "
-                "for it to finish, or pass --run-name to train in another folder") from None
-        try:
-            f.seek(0)
-            f.truncate()
-            f.write(f"pid {os.getpid()} on {socket.gethostname()}".encode())
-            f.flush()
-        except OSError:
-            pass  # the lock holds even if the note about its holder cannot be written
-        self._file = f
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._file is not None:
-            try:
-                _unlock_file(self._file)
-            finally:
-                self._file.close()
-                self._file = None
-
-
-def _read_holder(f) -> str:
-    try:
-        f.seek(0)
-        return f.read().decode("utf-8", "replace").strip() or "another process"
-    except OSError:  # Windows refuses to read a locked byte range
-        return "another process"
-
-
-if os.name == "nt":
-    import msvcrt
-
-    def _lock_file(f):
-        f.seek(0)
-        msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
-
-    def _unlock_file(f):
-        f.seek(0)
-        msvcrt.locking(f.fileno(), msvcrt.LK_UNLCK, 1)
-else:
-    import fcntl
-
-    def _lock_file(f):
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-
-    def _unlock_file(f):
-        fcntl.flock(f.fileno(), fcntl.LOCK_UN)

@@ -1,21 +1,25 @@
-"""Training configuration: one dataclass, filled from defaults < dataset presets < YAML < CLI.
+"""Training configuration: one dataclass, filled from defaults < presets < YAML < command line.
 
-Every run writes its resolved configuration to ``<run>/config.yaml``. Unknown keys and values of
-the wrong type are user errors, never silently ignored: a typo in a config file must not train a
-different model than the one the user asked for.
+`TrainConfig` is the single source of truth for options: each field's metadata holds its help
+text, its choices and how its default is shown, and `train.py`'s command line is generated from
+it (see `cli/train.py`; the README's option table is checked against it by the tests). Every run
+writes its resolved configuration to ``<run>/config.yaml``. Unknown keys and values of the wrong
+type are user errors, never silently ignored: a typo in a config file must not train a different
+model than the one the user asked for.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from fastgan_tf.errors import UserError
+from fastgan_tf.training.registry import MODELS
 
 RESOLUTIONS = (64, 128, 256, 512, 1024)
 RECON_LOSSES = ("lpips", "l1", "mse")
@@ -23,11 +27,21 @@ PRECISION_MODES = ("auto", "on", "off")
 AUGMENT_OPS = ("color", "translation", "cutout")
 FID_BACKBONES = ("keras", "standard")
 STRATEGIES = ("auto", "one", "mirrored", "multiworker")
-MODELS = ("fastgan", "ssd")
 CHANNELS = (1, 3)
 CROPS = ("none", "center")
 NAMED_BACKGROUNDS = {"white": (255, 255, 255), "black": (0, 0, 0)}
 BACKGROUND_FORMS = "white, black, #RRGGBB or R,G,B (each 0-255)"
+
+
+def option(default, help: str, *, section: str, choices=None, shown: str | None = None):
+    """A TrainConfig field with what `--help` and the README say about it."""
+    return field(default=default, metadata={
+        "help": help, "section": section, "choices": choices, "shown": shown})
+
+
+DATA, MODEL, OBJECTIVE, SCHEDULE, FID, SPEED, PLACE = (
+    "data", "model", "objective", "schedule", "FID during training", "speed and devices",
+    "where the run lives")
 
 
 @dataclass
@@ -35,51 +49,79 @@ class TrainConfig:
     """Everything that defines a training run. Defaults reproduce the reference FastGAN."""
 
     # Data
-    dataset: str = ""
-    data_dir: str | None = None  # cache for named datasets; default: FASTGAN_DATA or user cache
-    resolution: int = 256
-    channels: int = 3  # 1 trains greyscale models (images converted to luma), 3 is RGB
-    crop: str = "none"  # non-square images: "none" squashes (the reference), "center" crops
-    background: str = "white"  # colour transparent pixels are composited on
+    dataset: str = option("", "folder of images, a .zip, a known name (obama, ...) or 'demo'",
+                          section=DATA, shown="(required)")
+    data_dir: str | None = option(None, "cache folder for named datasets", section=DATA,
+                                  shown="`$FASTGAN_DATA`")
+    resolution: int = option(256, "image size the model trains at", section=DATA,
+                             choices=RESOLUTIONS)
+    channels: int = option(3, "3 (RGB) or 1 (greyscale models; images converted to luma)",
+                           section=DATA, choices=CHANNELS)
+    crop: str = option("none", "non-square images: none squashes them to a square (the "
+                       "reference), center crops the long side", section=DATA, choices=CROPS)
+    background: str = option("white", "colour under transparent pixels: white, black, #RRGGBB or "
+                             "R,G,B", section=DATA)
     # Model (defaults are the reference architecture)
-    model: str = "fastgan"  # or "ssd", the Spectral Style-DCGAN baseline (64x64)
-    sle: bool = True  # skip-layer excitation in G (False: the paper's ablation)
-    decoders: bool = True  # D's self-supervised decoders (False: the paper's ablation)
-    ngf: int = 64
-    ndf: int = 64
-    nz: int = 256
-    output_tanh: bool | None = None  # None: reference behaviour (tanh only at 1024)
+    model: str = option("fastgan", "fastgan, or ssd: the Spectral Style-DCGAN 64x64 baseline",
+                        section=MODEL, choices=tuple(MODELS))
+    sle: bool = option(True, "skip-layer excitation in G (--no-sle: the paper's ablation)",
+                       section=MODEL)
+    decoders: bool = option(True, "D's self-supervised decoders (--no-decoders: the paper's "
+                            "ablation)", section=MODEL)
+    ngf: int = option(64, "generator width (a multiple of 8)", section=MODEL)
+    ndf: int = option(64, "discriminator width (a multiple of 8)", section=MODEL)
+    nz: int = option(256, "latent size", section=MODEL)
+    output_tanh: bool | None = option(None, "tanh on G's outputs, true or false; default: only at "
+                                      "1024, as the reference", section=MODEL, shown="reference")
     # Objective and optimisation (reference values)
-    recon_loss: str = "lpips"
-    vgg_weights: str | None = None  # path to the Keras VGG16 notop .h5; None: Keras cache
-    augment: str = "color,translation"
-    batch_size: int = 8
-    lr: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    ema_decay: float = 0.999
+    recon_loss: str = option("lpips", "decoders' reconstruction loss (lpips needs the Keras VGG16 "
+                             "weights)", section=OBJECTIVE, choices=RECON_LOSSES)
+    vgg_weights: str | None = option(None, "path to vgg16_weights_tf_dim_ordering_tf_kernels_"
+                                     "notop.h5 (offline use)", section=OBJECTIVE,
+                                     shown="Keras cache")
+    augment: str = option("color,translation", "DiffAugment policy: a comma-separated subset of "
+                          "color,translation,cutout; '' for none", section=OBJECTIVE)
+    batch_size: int = option(8, "images per step (the global batch)", section=OBJECTIVE)
+    lr: float = option(2e-4, "Adam learning rate of G and D", section=OBJECTIVE)
+    beta1: float = option(0.5, "Adam beta1", section=OBJECTIVE)
+    beta2: float = option(0.999, "Adam beta2", section=OBJECTIVE)
+    ema_decay: float = option(0.999, "decay of the EMA generator that samples and FID use",
+                              section=OBJECTIVE)
     # Schedule
-    epochs: int = 100
-    sample_every: int = 10  # epochs
-    checkpoint_every: int = 10  # epochs; Ctrl-C and the end of training always save too
-    keep_checkpoints: int = 2
-    max_nan_retries: int = 3  # rollbacks to the same checkpoint after a NaN/Inf before stopping
-    log_every: int = 10  # steps between metrics.jsonl / TensorBoard lines
+    epochs: int = option(100, "total epochs (passes over the images); a larger number continues",
+                         section=SCHEDULE)
+    sample_every: int = option(10, "epochs between sample grids", section=SCHEDULE)
+    checkpoint_every: int = option(10, "epochs between checkpoints (Ctrl-C and the end of "
+                                   "training always save)", section=SCHEDULE)
+    keep_checkpoints: int = option(2, "checkpoints kept", section=SCHEDULE)
+    max_nan_retries: int = option(3, "rollbacks to the last good checkpoint after a NaN/Inf before "
+                                  "training stops", section=SCHEDULE)
+    log_every: int = option(10, "steps between metrics.jsonl and TensorBoard records",
+                            section=SCHEDULE)
     # FID/KID of the EMA generator during training; the best one is kept in <run>/best/
-    fid_every: int = 50  # epochs; 0 turns it off
-    fid_samples: int = 1000
-    fid_backbone: str = "keras"
-    inception_weights: str | None = None  # a weights file; None: the backbone's usual cache
+    fid_every: int = option(50, "epochs between FID/KID of the EMA generator (best kept in best/); "
+                            "0 = off", section=FID)
+    fid_samples: int = option(1000, "generated samples per FID", section=FID)
+    fid_backbone: str = option("keras", "keras InceptionV3, or the standard 2015 Inception of the "
+                               "papers", section=FID, choices=FID_BACKBONES)
+    inception_weights: str | None = option(None, "weights file of the FID backbone (offline use)",
+                                           section=FID, shown="the backbone's cache")
     # Reproducibility and speed
-    seed: int = 0
-    deterministic: bool = False
-    mixed_precision: str = "auto"
-    xla: bool = False
-    accumulate: int = 1  # micro-batches per step: same global batch, 1/N of the activation memory
-    strategy: str = "auto"  # tf.distribute: auto, one, mirrored (GPUs of a machine), multiworker
+    seed: int = option(0, "random seed", section=SPEED)
+    deterministic: bool = option(False, "bit-for-bit reproducible kernels (slower on GPU)",
+                                 section=SPEED)
+    mixed_precision: str = option("auto", "float16 compute; auto = on for CUDA GPUs of compute "
+                                  "capability >= 7.0", section=SPEED, choices=PRECISION_MODES)
+    xla: bool = option(False, "compile the training step with XLA", section=SPEED)
+    accumulate: int = option(1, "split each batch into N micro-batches: the same update with "
+                             "about 1/N of the activation memory, slower", section=SPEED)
+    strategy: str = option("auto", "devices: one, mirrored (the GPUs of this machine), multiworker "
+                           "(the machines in TF_CONFIG); auto picks", section=SPEED,
+                           choices=STRATEGIES)
     # Where the run lives
-    out: str = "checkpoints"
-    run_name: str | None = None
+    out: str = option("checkpoints", "folder holding runs", section=PLACE, shown="`checkpoints/`")
+    run_name: str | None = option(None, "run folder name under --out", section=PLACE,
+                                  shown="`<dataset>-<res>`")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -96,16 +138,31 @@ STATE_KEYS = (
     "mixed_precision",
 )
 
-_FIELDS = {f.name: f for f in fields(TrainConfig)}
+FIELDS = {f.name: f for f in fields(TrainConfig)}
+_TYPES = {"str": (str,), "int": (int,), "float": (float, int), "bool": (bool,),
+          "str | None": (str, type(None)), "bool | None": (bool, type(None))}
+
+
+def flag(name: str) -> str:
+    """The command-line flag of a config key: batch_size -> --batch-size."""
+    return "--" + name.replace("_", "-")
+
+
+def shown_default(name: str) -> str:
+    """A key's default as --help and the README show it."""
+    f = FIELDS[name]
+    if f.metadata.get("shown"):
+        return f.metadata["shown"]
+    if isinstance(f.default, bool):
+        return "on" if f.default else "off"
+    if isinstance(f.default, float):
+        return f"{f.default:g}"
+    return f"`{f.default}`" if isinstance(f.default, str) else str(f.default)
 
 
 def _type_ok(name: str, value: Any) -> bool:
     """Check a value against the dataclass annotation (a small, explicit subset of typing)."""
-    annotation = _FIELDS[name].type
-    allowed = {
-        "str": (str,), "int": (int,), "float": (float, int), "bool": (bool,),
-        "str | None": (str, type(None)), "bool | None": (bool, type(None)),
-    }[annotation]
+    allowed = _TYPES[FIELDS[name].type]
     if isinstance(value, bool) and bool not in allowed:
         return False  # YAML's `yes` must not become resolution=1
     return isinstance(value, allowed)
@@ -114,16 +171,16 @@ def _type_ok(name: str, value: Any) -> bool:
 def check_keys(values: dict[str, Any], source: str) -> None:
     """Reject unknown keys and wrongly typed values with a one-line message naming `source`."""
     for key, value in values.items():
-        if key not in _FIELDS:
-            close = difflib.get_close_matches(key, _FIELDS, n=1)
+        if key not in FIELDS:
+            close = difflib.get_close_matches(key, FIELDS, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise UserError(f"{source}: unknown key '{key}'{hint}; valid keys: {', '.join(_FIELDS)}")
+            raise UserError(f"{source}: unknown key '{key}'{hint}; valid keys: {', '.join(FIELDS)}")
         if key == "background" and value is None:  # `background: #fff` is a YAML comment
             raise UserError(f"{source}: 'background' is empty; quote a hex colour in YAML "
                             "(background: '#RRGGBB')")
         if not _type_ok(key, value):
             raise UserError(
-                f"{source}: '{key}' must be of type {_FIELDS[key].type}, got {value!r}")
+                f"{source}: '{key}' must be of type {FIELDS[key].type}, got {value!r}")
 
 
 def load_yaml(path: Path) -> dict[str, Any]:
@@ -150,29 +207,19 @@ def load_yaml(path: Path) -> dict[str, Any]:
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:
-    """Check ranges and choices; return cfg so calls can be chained."""
+    """Check choices and ranges; return cfg so calls can be chained."""
     def bad(msg):
         raise UserError(msg)
 
     if not cfg.dataset:
         bad("no dataset given: pass --dataset PATH_OR_NAME (a folder of images, a .zip, a known "
             "name such as obama, or 'demo')")
-    if cfg.model not in MODELS:
-        bad(f"--model {cfg.model!r} is not one of {', '.join(MODELS)}")
-    if cfg.model == "ssd":
-        _check_ssd(cfg)
-    if cfg.resolution not in RESOLUTIONS:
-        bad(f"--resolution {cfg.resolution} is not supported; choose one of "
-            f"{', '.join(map(str, RESOLUTIONS))}")
-    if cfg.channels not in CHANNELS:
-        bad(f"--channels {cfg.channels} is not supported; use 3 (RGB) or 1 (greyscale)")
-    if cfg.crop not in CROPS:
-        bad(f"--crop {cfg.crop!r} is not one of {', '.join(CROPS)}")
+    for name, f in FIELDS.items():
+        choices = f.metadata.get("choices")
+        if choices and getattr(cfg, name) not in choices:
+            bad(f"{flag(name)} {getattr(cfg, name)!r} is not supported; choose one of "
+                f"{', '.join(map(str, choices))}")
     cfg.background = canonical_background(cfg.background)
-    if cfg.recon_loss not in RECON_LOSSES:
-        bad(f"--recon-loss {cfg.recon_loss!r} is not one of {', '.join(RECON_LOSSES)}")
-    if cfg.mixed_precision not in PRECISION_MODES:
-        bad(f"--mixed-precision {cfg.mixed_precision!r} is not one of {', '.join(PRECISION_MODES)}")
     ops = [p.strip() for p in cfg.augment.split(",") if p.strip()]
     for op in ops:
         if op not in AUGMENT_OPS:
@@ -186,13 +233,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         if getattr(cfg, name) % 8:
             bad(f"{name} must be a multiple of 8 (the narrowest layers use {name}/8 channels), "
                 f"got {getattr(cfg, name)}")
-    if cfg.strategy not in STRATEGIES:
-        bad(f"--strategy {cfg.strategy!r} is not one of {', '.join(STRATEGIES)}")
     if cfg.accumulate < 1 or cfg.batch_size % cfg.accumulate:
         bad(f"--accumulate {cfg.accumulate} must be at least 1 and divide --batch-size "
             f"{cfg.batch_size} (each step runs batch_size / accumulate images at a time)")
-    if cfg.fid_backbone not in FID_BACKBONES:
-        bad(f"--fid-backbone {cfg.fid_backbone!r} is not one of {', '.join(FID_BACKBONES)}")
     if cfg.max_nan_retries < 0:
         bad(f"max_nan_retries must be 0 (stop at the first NaN) or more, got {cfg.max_nan_retries}")
     if cfg.fid_every < 0:
@@ -233,35 +276,31 @@ def canonical_background(text: str) -> str:
     return name if name in NAMED_BACKGROUNDS else "#{:02x}{:02x}{:02x}".format(*rgb)
 
 
-def _check_ssd(cfg: TrainConfig) -> None:
-    """The SSD baseline is a fixed 64x64 DCGAN: options that only FastGAN has are errors."""
-    if cfg.resolution != 64:
-        raise UserError(f"--model ssd generates 64x64 images; drop --resolution {cfg.resolution} "
-                        "or use --model fastgan")
-    for name, value in (("--no-sle", not cfg.sle), ("--no-decoders", not cfg.decoders),
-                        ("--output-tanh", cfg.output_tanh is not None)):
-        if value:
-            raise UserError(f"{name} applies to --model fastgan only; the SSD baseline has no "
-                            "such part")
-
-
 def resolve(overrides: dict[str, Any], config_file: Path | None = None,
             presets: dict[str, Any] | None = None,
             model_presets: dict[str, Any] | None = None) -> TrainConfig:
     """Merge defaults < model preset < dataset preset < YAML file < overrides, then validate.
 
-    `model_presets` and `presets` map a model name and a dataset name to the settings it brings.
+    `model_presets` and `presets` map a model name and a dataset name to the settings it brings;
+    by default the registered models' presets and the datasets' (the demo's).
     """
-    values: dict[str, Any] = {}
+    from fastgan_tf.data.demo import DATASET_PRESETS
+    from fastgan_tf.training import registry
+
     file_values = load_yaml(config_file) if config_file else {}
     check_keys(overrides, "command line")
     model = overrides.get("model", file_values.get("model", "fastgan"))
     dataset = overrides.get("dataset", file_values.get("dataset", ""))
-    values.update((model_presets or {}).get(model, {}))
-    values.update((presets or {}).get(dataset, {}))
+    values: dict[str, Any] = {}
+    if model in MODELS:  # an unknown name is reported by validate
+        values.update((model_presets if model_presets is not None
+                       else {model: registry.get(model).presets}).get(model, {}))
+    values.update((DATASET_PRESETS if presets is None else presets).get(dataset, {}))
     values.update(file_values)
     values.update(overrides)
-    return validate(TrainConfig(**values))
+    cfg = validate(TrainConfig(**values))
+    registry.get(cfg.model).check(cfg)
+    return cfg
 
 
 def save(cfg: TrainConfig, path: Path) -> None:

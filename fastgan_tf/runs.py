@@ -89,11 +89,12 @@ def checkpoint_prefix(run_dir: Path, which: str = "latest") -> str:
 
 def load_generator(run_dir: Path, which: str = "latest") -> LoadedGenerator:
     """Build the run's generator and restore its EMA weights from the chosen checkpoint."""
-    from fastgan_tf.training.factory import build_generator
+    from fastgan_tf.training import registry
 
     cfg = load_config(run_dir)
     prefix = checkpoint_prefix(run_dir, which)
-    generator = build_generator(cfg, name=EMA_KEY)  # built before restore (Keras 3 rule)
+    # built before restoring (the Keras 3 rule)
+    generator = registry.get(cfg.model).build_generator(cfg, name=EMA_KEY)
     status = tf.train.Checkpoint(**{EMA_KEY: generator}).restore(prefix).expect_partial()
     try:
         status.assert_existing_objects_matched()

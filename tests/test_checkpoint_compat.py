@@ -85,14 +85,14 @@ def saved_state(checkpoint, directory: Path) -> dict[str, np.ndarray]:
 def test_old_training_checkpoints_restore_every_variable(name, tmp_path):
     from fastgan_tf import config as config_lib
     from fastgan_tf.checkpoints import Checkpoints
-    from fastgan_tf.training.factory import make_gan
+    from fastgan_tf.training import registry
     from fastgan_tf.training.precision import set_policy
 
     written = write_checkpoint(tmp_path / "ckpt" / "ckpt-6", name)
     cfg = config_lib.load_saved(FIXTURES / f"{name}.config.yaml")
     mixed = cfg.mixed_precision == "on"
     set_policy(mixed)
-    gan = make_gan(cfg, mixed=mixed)
+    gan = registry.get(cfg.model).make_gan(cfg, mixed=mixed)
     checkpoints = Checkpoints(tmp_path / "ckpt", **gan.trackables())
     restored = checkpoints.restore_latest()
     assert restored.path is not None and not restored.skipped, restored.skipped

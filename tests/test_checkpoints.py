@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fastgan_tf.checkpoints import Checkpoints, RunLock
+from fastgan_tf.checkpoints import Checkpoints
+from fastgan_tf.runlock import RunLock
 from fastgan_tf.errors import UserError
 
 
@@ -60,7 +61,7 @@ def test_write_failure_keeps_previous_and_says_so(tmp_path, monkeypatch):
 
 def test_second_lock_is_refused_and_released_when_holder_dies(tmp_path):
     lock_path = tmp_path / "run.lock"
-    code = ("import sys, time; from fastgan_tf.checkpoints import RunLock\n"
+    code = ("import sys, time; from fastgan_tf.runlock import RunLock\n"
             f"l = RunLock(r'{lock_path}').__enter__(); print('locked', flush=True); time.sleep(60)")
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:

@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from conftest import write_images
 from fastgan_tf.errors import UserError
-from fastgan_tf.training import distribute
+from fastgan_tf.training import distribute, sharding
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,7 +45,7 @@ ONE_STEP = textwrap.dedent("""
     models = {"G": gan.generator, "D": gan.discriminator}
     before = {k: [v.numpy() for v in m.trainable_variables] for k, m in models.items()}
     ema_before = gan.generator_ema.trainable_variables[0].numpy()
-    stats = {k: float(v) for k, v in gan.train_step(real).items()}
+    stats = {k: float(v) for k, v in gan.train_on_batch(real).items()}
     out = {"stats": stats, "replicas": gan.replicas, "step": int(gan.step.numpy())}
     arrays = {}
     for k, m in models.items():
@@ -109,9 +109,9 @@ def test_bad_distribution_settings_are_user_errors(monkeypatch, env, name, messa
 
 
 def test_batch_must_split_into_replicas_and_micro_batches():
-    assert distribute.check_batch_split(8, 2, 2) == 2
+    assert sharding.check_batch_split(8, 2, 2) == 2
     with pytest.raises(UserError, match="multiple of 6"):
-        distribute.check_batch_split(8, 2, 3)
+        sharding.check_batch_split(8, 2, 3)
 
 
 def test_only_the_chief_writes_the_run_folder():

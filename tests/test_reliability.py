@@ -1,7 +1,7 @@
 """Training survives faults (issue 6): NaN rollback, broken checkpoints, full disks, locks,
 incompatible checkpoints, kills at any instant and Ctrl-C twice.
 
-Faults are injected with fastgan_tf.faults (monkeypatching, no hooks in the trainer);
+Faults are injected with tests/faults.py (monkeypatching, no hooks in the trainer);
 benchmarks/fault_injection.py runs the long version of these and writes RELIABILITY.md.
 """
 
@@ -23,12 +23,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import faults
 from conftest import write_images
-from fastgan_tf.checkpoints import Checkpoints, RunLock, verify
+from faults import logged_steps
+from fastgan_tf.checkpoints import Checkpoints, verify
 from fastgan_tf.cli.train import main
 from fastgan_tf.errors import UserError
-from fastgan_tf import faults
-from fastgan_tf.training.logs import logged_steps
+from fastgan_tf.runlock import RunLock
 from fastgan_tf.training.recovery import Recovery, retry_seed, vary
 
 REPO = Path(__file__).resolve().parents[1]
@@ -337,7 +338,7 @@ def _command(data, out, name, *fault_specs):
             "--deterministic", "--seed", "5", "--checkpoint-every", "1", "--sample-every", "1",
             "--fid-every", "1", "--fid-samples", "8", "--batch-size", "4", "--resolution", "64",
             "--ngf", "16", "--ndf", "16", "--recon-loss", "l1", "--log-every", "1"]
-    return [sys.executable, "-m", "fastgan_tf.faults", "fake-fid", *fault_specs, "--",
+    return [sys.executable, str(REPO / "tests" / "faults.py"), "fake-fid", *fault_specs, "--",
             *args]
 
 

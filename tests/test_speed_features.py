@@ -12,7 +12,8 @@ from fastgan_tf.config import TrainConfig, validate
 from fastgan_tf.errors import UserError
 from fastgan_tf.losses import reconstruction_loss
 from fastgan_tf.models import layers as L
-from fastgan_tf.training.fastgan import FastGAN, StepRandom
+from fastgan_tf.training.fastgan import FastGAN
+from fastgan_tf.training.sharding import StepRandom
 from fastgan_tf.training.precision import set_policy
 
 RES = 64
@@ -86,7 +87,7 @@ def test_accumulating_2x4_gives_the_update_of_1x8(monkeypatch):
         gan = _gan(_cfg(accumulate=accumulate, ema_decay=0.5), sgd=0.01)
         before = _weights(gan)
         ema_before = gan.generator_ema.trainable_variables[0].numpy()
-        stats = {k: float(v) for k, v in gan.train_step(real).items()}
+        stats = {k: float(v) for k, v in gan.train_on_batch(real).items()}
         results.append(([a - b for a, b in zip(_weights(gan), before)], stats, gan))
     (full, s1, _), (accumulated, s2, gan2) = results
     assert _relative(full, accumulated) < 1e-4
@@ -111,7 +112,7 @@ def test_mixed_precision_trains_with_float32_master_weights(tmp_path):
     set_policy(True)
     gan = _gan(_cfg(batch_size=4), mixed=True)
     for _ in range(3):
-        stats = {k: float(v) for k, v in gan.train_step(_real(4)).items()}
+        stats = {k: float(v) for k, v in gan.train_on_batch(_real(4)).items()}
         assert all(np.isfinite(v) for v in stats.values()), stats
     assert gan.generator.layers[0].compute_dtype == "float16"
     variables = gan.generator.trainable_variables + gan.discriminator.trainable_variables
@@ -133,9 +134,9 @@ def test_xla_step_compiles_once_and_matches_the_plain_step():
     times = []
     for step in range(3):
         start = time.perf_counter()
-        fast = {k: float(v) for k, v in xla.train_step(real).items()}
+        fast = {k: float(v) for k, v in xla.train_on_batch(real).items()}
         times.append(time.perf_counter() - start)
-        slow = {k: float(v) for k, v in plain.train_step(real).items()}
+        slow = {k: float(v) for k, v in plain.train_on_batch(real).items()}
         # Same random numbers, so the first D losses agree to rounding. Everything after Adam's
         # first update (the G loss, later steps) drifts a little: Adam's first step is ~lr *
         # sign(gradient), and XLA's different kernels flip the sign of near-zero gradients.
@@ -145,7 +146,7 @@ def test_xla_step_compiles_once_and_matches_the_plain_step():
     # A recompilation per call (a value XLA needs as a constant changing each step) would make
     # every call as slow as the first.
     assert max(times[1:]) < times[0] / 4, times
-    assert xla._compiled_step.experimental_get_tracing_count() == 1
+    assert xla._compiled.experimental_get_tracing_count() == 1
 
 
 # --------------------------------------------------------------------------- memory estimate

@@ -1,12 +1,17 @@
-"""What every command-line entry point shares: quiet TensorFlow, one-line errors, exit codes."""
+"""What every command-line entry point shares: logging to stderr, a quiet TensorFlow, one-line
+errors and exit codes."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from fastgan_tf.errors import UserError, one_line
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -19,6 +24,50 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
 
 
+def add_verbose_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--verbose", action="store_true", default=False,
+                        help="debug messages, and TensorFlow's own start-up and device messages")
+
+
+# ----------------------------------------------------------------------------- logging
+class _StderrHandler(logging.Handler):
+    """Writes to whatever `sys.stderr` is at the time (test captures swap it), through
+    `tqdm.write` so that a message never garbles a progress bar being drawn."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+            sys.stderr.flush()
+        except Exception:  # noqa: BLE001 - logging must never raise
+            self.handleError(record)
+
+
+class _Formatter(logging.Formatter):
+    """Status lines as they are; warnings and errors prefixed, as the CLIs always printed them."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.levelno >= logging.ERROR:
+            return f"error: {message}"
+        if record.levelno >= logging.WARNING:
+            return f"warning: {message}"
+        return message
+
+
+def configure_logging(verbose: bool = False) -> None:
+    """Send the package's log records (and progress bars) to stderr; DEBUG with --verbose."""
+    logger = logging.getLogger("fastgan_tf")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(_Formatter())
+        logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logger.propagate = False
+
+
+# ----------------------------------------------------------------------------- TensorFlow
 def deterministic_tensorflow() -> None:
     """Settings that --deterministic needs before TensorFlow starts (they cannot change later).
 
@@ -30,22 +79,58 @@ def deterministic_tensorflow() -> None:
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 
-def quiet_tensorflow() -> None:
-    """Hide TensorFlow's C++ start-up chatter unless the user asked for it."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+@contextmanager
+def _stderr_descriptor_silenced() -> Iterator[None]:
+    """Send what C libraries write to file descriptor 2 to the null device for a while."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # a captured or in-memory stderr: nothing to do
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, fd)
+    os.close(null)
+    try:
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
 
 
+def import_tensorflow(verbose: bool = False) -> None:
+    """Import TensorFlow now, hiding its C++ start-up chatter (absl, oneDNN, CPU features) and its
+    Python warnings unless `verbose`. TF_CPP_MIN_LOG_LEVEL, when the user sets it, wins."""
+    if "tensorflow" in sys.modules:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose else "3")
+    if verbose:
+        import tensorflow  # noqa: F401
+        return
+    with _stderr_descriptor_silenced():
+        import tensorflow as tf
+    tf.get_logger().setLevel(logging.ERROR)
+
+
+# ----------------------------------------------------------------------------- running
 def run_cli(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int],
-            argv: list[str] | None = None) -> int:
-    """Parse `argv` and call `run`; user errors become one line, Ctrl-C becomes exit 130."""
+            argv: list[str] | None = None, before_tensorflow: Callable | None = None) -> int:
+    """Parse `argv`, configure logging, import TensorFlow quietly and call `run`; user errors
+    become one line (exit 2), Ctrl-C becomes exit 130.
+
+    `before_tensorflow(args)` runs first, for settings TensorFlow reads once at start-up.
+    """
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help, or a bad command line already reported by `error`
         return e.code if isinstance(e.code, int) else EXIT_USER_ERROR
-    quiet_tensorflow()
-    from fastgan_tf.errors import UserError
-
+    verbose = bool(getattr(args, "verbose", False))
+    configure_logging(verbose)
     try:
+        if before_tensorflow is not None:
+            before_tensorflow(args)
+        import_tensorflow(verbose)
         code = run(args)
     except UserError as e:
         print(f"{parser.prog}: error: {one_line(e)}", file=sys.stderr)
@@ -74,8 +159,3 @@ def ignore_further_ctrl_c() -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     except ValueError:  # not the main thread (an embedding program): its signals are its own
         pass
-
-
-def one_line(message: object) -> str:
-    """Errors are promised to be one line: fold any newline a message picked up on the way."""
-    return " ".join(str(message).split())

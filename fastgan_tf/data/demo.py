@@ -24,6 +24,8 @@ DEMO_DEFAULTS = {
     "batch_size": 8,
     "ema_decay": 0.99,
 }
+# Settings a dataset brings with it, by --dataset name; YAML and flags still win (config.resolve).
+DATASET_PRESETS = {"demo": DEMO_DEFAULTS}
 
 _DARK = np.array([0.13, 0.10, 0.10])
 

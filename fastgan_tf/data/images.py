@@ -36,7 +36,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from fastgan_tf.errors import UserError
 from fastgan_tf.io import atomic_file
-from fastgan_tf.progress import ProgressBar
+from fastgan_tf.progress import progress
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 CROPS = ("none", "center")
@@ -374,7 +374,7 @@ def _decode_all(files, resolution, background, crop, min_size, show_progress, wo
             return e.reason
 
     workers = workers or _default_workers()
-    bar = ProgressBar(total=len(files), desc=desc, unit="img", disable=not show_progress)
+    bar = progress(total=len(files), desc=desc, unit="img", disable=not show_progress)
     reasons = []
     with bar, ThreadPoolExecutor(workers) as pool:
         for reason in pool.map(decode, range(len(files))):

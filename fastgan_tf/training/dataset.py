@@ -11,19 +11,9 @@ from PIL import Image
 from fastgan_tf import paths
 from fastgan_tf.config import TrainConfig, parse_background
 from fastgan_tf.data import fingerprint, load_images
-from fastgan_tf.data.demo import DEMO_DEFAULTS, make_demo_images
+from fastgan_tf.data.demo import make_demo_images
 
 DEMO = "demo"
-
-# Settings a dataset brings with it; YAML and CLI flags still win (see config.resolve).
-PRESETS = {DEMO: DEMO_DEFAULTS}
-
-
-def model_presets() -> dict:
-    """Settings a model brings with it: SSD's paper values (no EMA: decay 0 copies G)."""
-    from fastgan_tf.models.ssd import SSD_DEFAULTS
-
-    return {"ssd": {**SSD_DEFAULTS, "ema_decay": 0.0}}
 
 
 @dataclass

@@ -161,13 +161,3 @@ def expected_replicas(name: str) -> int:
     if name == "mirrored":
         return local
     return max(_tf_config_workers(), 1) * local
-
-
-def check_batch_split(batch_size: int, replicas: int, accumulate: int) -> int:
-    """The micro-batch each replica computes at once; a UserError when the batch does not split."""
-    shards = replicas * accumulate
-    if batch_size % shards:
-        raise UserError(
-            f"--batch-size {batch_size} cannot be split into {replicas} replica(s) x --accumulate "
-            f"{accumulate}: use a batch size that is a multiple of {shards}")
-    return batch_size // shards

@@ -62,11 +62,6 @@ def read_records(path: Path) -> list[dict]:
     return records
 
 
-def logged_steps(run_dir: Path) -> list[int]:
-    """The steps a run has logged so far (tests and the fault-injection suite watch these)."""
-    return [r["step"] for r in read_records(Path(run_dir) / "metrics.jsonl") if "step" in r]
-
-
 def _plain(value):
     """Tensors and numpy scalars to JSON-friendly Python numbers."""
     if hasattr(value, "numpy"):

@@ -24,9 +24,9 @@ FID that cannot be written only warn: the run goes on as long as it can checkpoi
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -36,21 +36,17 @@ import numpy as np
 import tensorflow as tf
 
 from fastgan_tf import config as config_lib
-from fastgan_tf.checkpoints import (
-    Checkpoints,
-    Restored,
-    RunLock,
-    checkpoint_number,
-    reason_of,
-)
+from fastgan_tf.checkpoints import Checkpoints, Restored, checkpoint_number
 from fastgan_tf.config import TrainConfig
 from fastgan_tf.data import make_epoch_dataset, steps_per_epoch
-from fastgan_tf.errors import UserError
+from fastgan_tf.errors import UserError, reason_of
 from fastgan_tf.io import atomic_write_text
+from fastgan_tf.models import count_params
 from fastgan_tf.progress import progress
+from fastgan_tf.runlock import RunLock
+from fastgan_tf.training import registry
 from fastgan_tf.training.dataset import TrainingImages, load_training_images
 from fastgan_tf.training.distribute import make_strategy, worker_run_dir
-from fastgan_tf.training.factory import build_discriminator, build_generator, make_gan, needs_vgg
 from fastgan_tf.training.fid import FidTracker
 from fastgan_tf.training.logs import RunLog
 from fastgan_tf.training.memory import estimate_for_config
@@ -58,53 +54,47 @@ from fastgan_tf.training.precision import resolve_mixed_precision, set_policy
 from fastgan_tf.training.recovery import Recovery, vary
 from fastgan_tf.visualize import make_grid, save_image_grid
 
+log = logging.getLogger(__name__)
+
 EXIT_INTERRUPTED = 130
 DONE, STOPPED, ROLLED_BACK = "done", "stopped", "rolled back"
-
-
-def say(message: str) -> None:
-    """Status lines go to stderr so that stdout stays machine-readable (--dry-run JSON)."""
-    print(message, file=sys.stderr, flush=True)
 
 
 def run_directory(cfg: TrainConfig, dataset_name: str) -> Path:
     return Path(cfg.out) / (cfg.run_name or f"{dataset_name}-{cfg.resolution}")
 
 
-def train(cfg: TrainConfig, fresh: bool = False, dry_run: bool = False) -> int:
+def train(cfg: TrainConfig, fresh: bool = False) -> int:
     """Train (or resume) the run described by `cfg`; returns the process exit code."""
     data = load_training_images(cfg)
     run_dir = run_directory(cfg, data.name)
-    if dry_run:
-        return dry_run_report(cfg, data, run_dir)
     strategy = make_strategy(cfg.strategy)  # before TensorFlow's first op
     run_dir = worker_run_dir(run_dir, strategy)  # non-chief workers: own folder
     with RunLock(run_dir.parent / f".{run_dir.name}.lock"):
         if fresh and run_dir.exists():
             moved = _move_aside(run_dir)
-            say(f"--fresh: the previous run was moved to {moved}")
+            log.info(f"--fresh: the previous run was moved to {moved}")
         return Trainer(cfg, data, run_dir, strategy).run()
 
 
-def dry_run_report(cfg: TrainConfig, data: TrainingImages, run_dir: Path) -> int:
-    """Validate everything a run needs, print one JSON object on stdout, train nothing."""
-    from fastgan_tf.models import count_params
-
+def dry_run(cfg: TrainConfig) -> dict:
+    """Validate everything a run needs and describe it (JSON-friendly); train nothing."""
+    data = load_training_images(cfg)
+    run_dir = run_directory(cfg, data.name)
+    spec = registry.get(cfg.model)
     steps_per_epoch(len(data.images), cfg.batch_size)
     _check_recon_weights(cfg)
     resolved = config_lib.TrainConfig(**cfg.to_dict())
     resolved.mixed_precision = resolve_mixed_precision(cfg.mixed_precision)
-    report = {
+    return {
         "config": resolved.to_dict(),
-        "params": {"generator": count_params(build_generator(cfg)),
-                   "discriminator": count_params(build_discriminator(cfg))},
+        "params": {"generator": count_params(spec.build_generator(cfg)),
+                   "discriminator": count_params(spec.build_discriminator(cfg))},
         "dataset": data.summary,
         "memory_estimate": estimate_for_config(cfg),  # device memory of one step
         "run_dir": str(run_dir),
         "resumes": (run_dir / "config.yaml").exists(),
     }
-    print(json.dumps(report, indent=2))
-    return 0
 
 
 def _check_recon_weights(cfg: TrainConfig) -> None:
@@ -113,7 +103,7 @@ def _check_recon_weights(cfg: TrainConfig) -> None:
     Downloads them into the Keras cache when online; offline, the one-line error names the file,
     where to put it, and `--recon-loss l1`.
     """
-    if not needs_vgg(cfg):
+    if not registry.get(cfg.model).needs_vgg(cfg):
         return
     if cfg.vgg_weights:
         if not Path(cfg.vgg_weights).is_file():
@@ -182,8 +172,8 @@ class GracefulStop:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        say("\nStopping: saving a checkpoint after this step (press Ctrl-C again to quit now; "
-            "the last saved checkpoint stays intact).")
+        log.info("Stopping: saving a checkpoint after this step (press Ctrl-C again to quit "
+                 "now; the last saved checkpoint stays intact).")
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
@@ -227,9 +217,9 @@ class Trainer:
             except (OSError, ValueError, AttributeError):
                 before = None
             if before != self.data.fingerprint:
-                say(f"warning: the images of {self.cfg.dataset} (or --crop/--background) changed "
-                    "since this run started; training continues on the current files (resume is "
-                    "no longer bit-exact)")
+                log.warning(f"the images of {self.cfg.dataset} (or --crop/--background) changed "
+                            "since this run started; training continues on the current files "
+                            "(resume is no longer bit-exact)")
         summary = dict(self.data.summary, fingerprint=self.data.fingerprint)
         self._best_effort(info_path.name, atomic_write_text, info_path,
                           json.dumps(summary, indent=2))
@@ -243,14 +233,14 @@ class Trainer:
             one_op_at_a_time = (os.environ.get("TF_NUM_INTEROP_THREADS") == "1"
                                 or tf.config.threading.get_inter_op_parallelism_threads() == 1)
             if os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0" or not one_op_at_a_time:
-                say("warning: deterministic training also needs TF_ENABLE_ONEDNN_OPTS=0 and "
-                    "TF_NUM_INTEROP_THREADS=1 set before TensorFlow starts (train.py does that); "
-                    "without them, runs on a CPU can differ in the last bits")
+                log.warning("deterministic training also needs TF_ENABLE_ONEDNN_OPTS=0 and "
+                            "TF_NUM_INTEROP_THREADS=1 set before TensorFlow starts (train.py does "
+                            "that); without them, runs on a CPU can differ in the last bits")
         set_policy(cfg.mixed_precision == "on")
         _write_or_stop(self.run_dir, lambda: self.run_dir.mkdir(parents=True, exist_ok=True))
         _check_recon_weights(cfg)
-        self.gan = make_gan(cfg, mixed=cfg.mixed_precision == "on",
-                            strategy=self.strategy)
+        self.gan = registry.get(cfg.model).make_gan(cfg, mixed=cfg.mixed_precision == "on",
+                                                    strategy=self.strategy)
         trackables = self.gan.trackables()
         self.checkpoints = Checkpoints(self.run_dir / "ckpt", cfg.keep_checkpoints, **trackables)
         self.all_finite = _finite_checker(trackables)
@@ -269,21 +259,21 @@ class Trainer:
         """Restore the newest good checkpoint; True when the run starts from scratch."""
         leftovers = self.checkpoints.tidy()
         if leftovers:
-            say(f"Removed what an interrupted checkpoint write left in {self.checkpoints.directory}"
-                f": {', '.join(leftovers)}")
+            log.info(f"Removed what an interrupted checkpoint write left in "
+                     f"{self.checkpoints.directory}: {', '.join(leftovers)}")
         restored = self._restore_newest()
         if restored.path is None:
-            say(f"Starting a new run in {self.run_dir}")
+            log.info(f"Starting a new run in {self.run_dir}")
             return True
         step, epoch = int(self.gan.step.numpy()), int(self.gan.epoch.numpy())
-        say(f"Resuming {self.run_dir} from {Path(restored.path).name} "
+        log.info(f"Resuming {self.run_dir} from {Path(restored.path).name} "
             f"(epoch {epoch}, batch {int(self.gan.batch_in_epoch.numpy())}, step {step})")
         attempt = self.recovery.pending_for(checkpoint_number(restored.path))
         if attempt > self.cfg.max_nan_retries:
             raise UserError(self._gave_up("this run hit NaN/Inf", Path(restored.path).name))
         if attempt:
             changes = vary(self.gan, self.cfg.seed, checkpoint_number(restored.path), attempt)
-            say(f"Re-applying NaN recovery attempt {attempt} ({', '.join(changes)}; see "
+            log.info(f"Re-applying NaN recovery attempt {attempt} ({', '.join(changes)}; see "
                 f"{self.recovery.path.name})")
         self._best_effort("metrics.jsonl", self.log.forget_after, step)
         return False
@@ -300,9 +290,9 @@ class Trainer:
         if restored.skipped:
             broken = self.checkpoints.set_aside([path for path, _ in restored.skipped])
             for path, reason in restored.skipped:
-                say(f"warning: checkpoint {Path(path).name} could not be restored ({reason}); it "
-                    f"was moved to {broken} (not deleted), and {Path(restored.path).name} is "
-                    "used instead")
+                log.warning(f"checkpoint {Path(path).name} could not be restored ({reason}); it "
+                            f"was moved to {broken} (not deleted), and "
+                            f"{Path(restored.path).name} is used instead")
         return restored
 
     # ----------------------------------------------------------------------------- loop
@@ -311,10 +301,10 @@ class Trainer:
         cfg, gan = self.cfg, self.gan
         start_epoch = int(gan.epoch.numpy())
         if start_epoch >= cfg.epochs:
-            say(f"{self.run_dir} has already trained {start_epoch} epochs (asked for {cfg.epochs}); "
+            log.info(f"{self.run_dir} has already trained {start_epoch} epochs (asked for {cfg.epochs}); "
                 "nothing to do. Pass a larger --epochs to continue.")
             return 0
-        say(f"Training {len(self.data.images)} images at {cfg.resolution}px, batch "
+        log.info(f"Training {len(self.data.images)} images at {cfg.resolution}px, batch "
             f"{cfg.batch_size}, {self.steps_per_epoch} steps/epoch, epochs {start_epoch}->"
             f"{cfg.epochs}, mixed precision {cfg.mixed_precision}, recon {cfg.recon_loss}")
         with GracefulStop() as stop:
@@ -329,12 +319,12 @@ class Trainer:
                 gan.batch_in_epoch.assign(0)
                 self._end_of_epoch(epoch + 1)
         self.log.close()
-        say(f"Done: {cfg.epochs} epochs. Samples in {self.run_dir / 'samples'}.")
+        log.info(f"Done: {cfg.epochs} epochs. Samples in {self.run_dir / 'samples'}.")
         return 0
 
-    def _train_step(self, real) -> dict[str, float]:
-        """One compiled training step; its losses as Python floats (fault injection wraps this)."""
-        return {k: float(v) for k, v in self.gan.train_step(real).items()}
+    def _step_losses(self, real) -> dict[str, float]:
+        """One training step of the model (`train_on_batch`); its losses as Python floats."""
+        return {k: float(v) for k, v in self.gan.train_on_batch(real).items()}
 
     def _run_epoch(self, epoch: int, stop: GracefulStop) -> str:
         """Train the remaining batches of `epoch`: DONE, STOPPED (Ctrl-C) or ROLLED_BACK (NaN)."""
@@ -354,7 +344,7 @@ class Trainer:
                 if (epoch, index) in self.recovery.skip:
                     gan.batch_in_epoch.assign_add(1)  # a batch that once produced a NaN
                     continue
-                stats = self._train_step(real)
+                stats = self._step_losses(real)
                 bad = [k for k, v in stats.items() if not np.isfinite(v)]
                 if bad:
                     break
@@ -405,7 +395,7 @@ class Trainer:
             changes.insert(0, "skipping that batch")
         self._best_effort(self.recovery.path.name, self.recovery.save)
         self._best_effort("metrics.jsonl", self.log.forget_after, back_to)
-        say(f"warning: {what} at {where}; rolled back to {name} (attempt {attempt} of "
+        log.warning(f"{what} at {where}; rolled back to {name} (attempt {attempt} of "
             f"{cfg.max_nan_retries}): {', '.join(changes)}")
 
     def _gave_up(self, what: str, name: str) -> str:
@@ -437,11 +427,11 @@ class Trainer:
         """First Ctrl-C: save unless the weights went bad (then the last checkpoint stands)."""
         step = int(self.gan.step.numpy())
         if not self.all_finite():
-            say(f"Not saved: the weights are not finite at step {step}; re-run the same command "
+            log.info(f"Not saved: the weights are not finite at step {step}; re-run the same command "
                 f"to resume from {Path(self.checkpoints.latest or 'none').name}.")
             return
         self.checkpoints.save(step)
-        say(f"Saved; re-run the same command to resume from step {step}.")
+        log.info(f"Saved; re-run the same command to resume from step {step}.")
 
     def _best_effort(self, what: str, write, *args) -> bool:
         """Run a write training can do without; on failure warn (once until it works again)."""
@@ -450,9 +440,9 @@ class Trainer:
         except (OSError, tf.errors.OpError) as e:
             if what not in self._failing:
                 self._failing.add(what)
-                say(f"warning: could not write {what} at step {int(self.gan.step.numpy())}: "
-                    f"{reason_of(e)}; training goes on (it stops with a message if a checkpoint "
-                    "cannot be written)")
+                log.warning(f"could not write {what} at step {int(self.gan.step.numpy())}: "
+                            f"{reason_of(e)}; training goes on (it stops with a message if a "
+                            "checkpoint cannot be written)")
             return False
         self._failing.discard(what)
         return True
@@ -464,7 +454,7 @@ class Trainer:
         self.log.write(record, prefix="fid")
         best = " (best so far, saved to best/)" if record.get("best") else ""
         kid = f", KID {record['kid_mean']:.4f}" if "kid_mean" in record else ""
-        say(f"epoch {epoch}: FID {record['fid']:.2f}{kid} ({record['backbone']} backbone, "
+        log.info(f"epoch {epoch}: FID {record['fid']:.2f}{kid} ({record['backbone']} backbone, "
             f"{record['num_fake']} generated vs {record['num_real']} real){best}")
 
     def _write_samples(self, epoch: int) -> None:

@@ -19,15 +19,13 @@ statistics). benchmarks/README.md compares the estimate with measured peaks.
 
 from __future__ import annotations
 
-import ctypes
 import re
-import sys
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import keras
 import tensorflow as tf
-
-from fastgan_tf.config import TrainConfig
 
 GIB = 2**30
 DEVICE_OVERHEAD_GIB = 0.5
@@ -75,50 +73,51 @@ def _params(model) -> int:
     return sum(int(v.shape.num_elements()) for v in model.trainable_variables)
 
 
-def estimate(cfg: TrainConfig, micro_batch: int, mixed: bool) -> dict:
-    """Estimated device memory (GiB) of one training step of `cfg` at `micro_batch` per device."""
-    from fastgan_tf.training.fastgan import build_discriminator, build_generator
-
+@contextmanager
+def precision(mixed: bool) -> Iterator[None]:
+    """Build models under the dtype policy a step would use (float16 compute when `mixed`)."""
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
     try:
-        g, d = build_generator(cfg), build_discriminator(cfg)
-        seed = tf.constant([0, 0], tf.int64)
-        r = cfg.resolution
-        g_ps, g_fixed = _per_sample(lambda z: g(z, training=True, noise_seed=seed),
-                                    lambda b: tf.TensorSpec([b, cfg.nz]))
-        real_pass = ((lambda x: d(x, part=tf.constant(0), training=True)) if d.has_decoders
-                     else (lambda x: d(x, training=True)))
-        d_ps, d_fixed = _per_sample(real_pass,
-                                    lambda b: tf.TensorSpec([b, r, r, cfg.channels]))
-        lpips_ps, vgg_params = {}, 0
-        if d.has_decoders and cfg.recon_loss == "lpips":  # VGG16 on the three reconstructions
-            from fastgan_tf.lpips import LPIPS
-
-            lpips = LPIPS(vgg_weights=None)
-            size = d.recon_resolution
-            spec = lambda b: tf.TensorSpec([3 * b, size, size, cfg.channels])  # noqa: E731
-            lpips_ps, _ = _per_sample(lambda x: lpips(x, x), spec)
-            vgg_params = sum(int(v.shape.num_elements()) for v in lpips.weights)
+        yield
     finally:
         keras.mixed_precision.set_global_policy(previous)
-    g_params, d_params = _params(g), _params(d)
+
+
+def estimate(generator, discriminator, passes: dict, micro_batch: int, mixed: bool,
+             lpips_input: tuple[int, int] | None = None) -> dict:
+    """Estimated device memory (GiB) of one training step at `micro_batch` per device.
+
+    `passes` maps a name ("G", "D") to (fn of a batch, batch size -> its TensorSpec): the passes
+    whose activations a step keeps, with models built under `precision(mixed)`. `lpips_input`
+    (side, channels) adds LPIPS's VGG16 on three reconstructions of that size.
+    """
+    acts, vgg_params = {}, 0
+    for name, (fn, spec_of_batch) in passes.items():
+        per_sample, fixed = _per_sample(fn, spec_of_batch)
+        acts.update({f"{name}/{k}": micro_batch * v + fixed[k] for k, v in per_sample.items()})
+    precision_name = "mixed_float16" if mixed else "float32"
+    activations = KEPT_SHARE[precision_name] * sum(acts.values())
+    if lpips_input is not None:  # VGG16 on the three reconstructions and their targets
+        from fastgan_tf.lpips import LPIPS
+
+        lpips = LPIPS(vgg_weights=None)
+        size, channels = lpips_input
+        spec = lambda b: tf.TensorSpec([3 * b, size, size, channels])  # noqa: E731
+        lpips_ps, _ = _per_sample(lambda x: lpips(x, x), spec)
+        vgg_params = sum(int(v.shape.num_elements()) for v in lpips.weights)
+        acts["LPIPS/vgg16"] = micro_batch * sum(lpips_ps.values())
+        activations += LPIPS_KEPT_SHARE * acts["LPIPS/vgg16"]
+    g_params, d_params = _params(generator), _params(discriminator)
     # G, EMA G, D weights + Adam m, v (G and D) + gradients (G and D), all float32; frozen VGG.
     state = 4 * (2 * g_params + d_params + 2 * (g_params + d_params) + (g_params + d_params)
                  + vgg_params)
-    acts = {f"G/{k}": micro_batch * v + g_fixed[k] for k, v in g_ps.items()}
-    acts.update({f"D/{k}": micro_batch * v + d_fixed[k] for k, v in d_ps.items()})
-    precision = "mixed_float16" if mixed else "float32"
-    activations = KEPT_SHARE[precision] * sum(acts.values())
-    if lpips_ps:
-        acts["LPIPS/vgg16"] = micro_batch * sum(lpips_ps.values())
-        activations += LPIPS_KEPT_SHARE * acts["LPIPS/vgg16"]
     counted = sum(acts.values())
     tensors = state + activations
     largest = sorted(acts.items(), key=lambda kv: -kv[1])[:6]
     return {
         "micro_batch_per_device": micro_batch,
-        "precision": precision,
+        "precision": precision_name,
         "weights_optimizer_gradients_gib": round(state / GIB, 2),
         "forward_outputs_gib": round(counted / GIB, 2),
         "activations_gib": round(activations / GIB, 2),
@@ -128,42 +127,20 @@ def estimate(cfg: TrainConfig, micro_batch: int, mixed: bool) -> dict:
     }
 
 
-def estimate_for_config(cfg: TrainConfig) -> dict:
-    """`estimate` for the micro-batch and precision `cfg` will train with on this machine.
+def estimate_for_config(cfg) -> dict | None:
+    """The model's estimate for the micro-batch and precision `cfg` will train with here.
 
-    None for models other than FastGAN (the SSD baseline is small enough for any GPU).
+    None for models that register no estimate (the SSD baseline is small enough for any GPU).
     """
-    if getattr(cfg, "model", "fastgan") != "fastgan":
-        return None
-    from fastgan_tf.training.distribute import check_batch_split, expected_replicas
+    from fastgan_tf.training import registry
+    from fastgan_tf.training.distribute import expected_replicas
     from fastgan_tf.training.precision import resolve_mixed_precision
+    from fastgan_tf.training.sharding import check_batch_split
 
+    spec = registry.get(cfg.model)
+    if spec.memory_estimate is None:
+        return None
     replicas = expected_replicas(cfg.strategy)
     micro = check_batch_split(cfg.batch_size, replicas, cfg.accumulate)
-    report = estimate(cfg, micro, resolve_mixed_precision(cfg.mixed_precision) == "on")
+    report = spec.memory_estimate(cfg, micro, resolve_mixed_precision(cfg.mixed_precision) == "on")
     return {"replicas": replicas, **report}
-
-
-def _load_libc():
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return libc if hasattr(libc, "malloc_trim") else None
-    except OSError:  # musl and other C libraries: nothing to trim
-        return None
-
-
-_LIBC = _load_libc()
-
-
-def release_freed_host_memory() -> None:
-    """Give the activations freed by the last step back to the OS (glibc only; else a no-op).
-
-    TensorFlow's CPU allocator is malloc. glibc keeps freed blocks in per-thread arenas, and
-    the next step, allocating from other threads and arenas, grows the process instead of
-    reusing them: peak RSS crept up by ~0.6 GiB over the first steps at 256x256. Trimming after
-    each step keeps it at one step's worth, for a few milliseconds.
-    """
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)

@@ -1,13 +1,25 @@
-"""What every GAN of a run checkpoints besides its networks: counters, the RNG, the fixed noise.
+"""What every GAN of a run has besides its networks: counters, the RNG, the fixed noise, the EMA
+update and the optimizers.
 
 `FastGAN` and `SSDGAN` share this, so the trainer, checkpoints and resume treat them alike.
 """
 
 from __future__ import annotations
 
+import keras
 import tensorflow as tf
 
 NUM_FIXED_SAMPLES = 16  # latents of the sample grids, the same for the whole run
+ADAM_EPSILON = 1e-8  # PyTorch's default, which the reference and the SSD paper train with
+
+
+def make_optimizer(cfg, mixed: bool, model) -> keras.optimizers.Optimizer:
+    """Adam(lr, beta1, beta2) for `model`'s trainable weights, built (its slots exist, so a
+    checkpoint can be restored into it); with float16 loss scaling when `mixed`."""
+    adam = keras.optimizers.Adam(cfg.lr, beta_1=cfg.beta1, beta_2=cfg.beta2, epsilon=ADAM_EPSILON)
+    optimizer = keras.optimizers.LossScaleOptimizer(adam) if mixed else adam
+    optimizer.build(model.trainable_variables)
+    return optimizer
 
 
 class RunState:
@@ -30,8 +42,18 @@ class RunState:
                     rng=self.rng, step=self.step, epoch=self.epoch,
                     batch_in_epoch=self.batch_in_epoch, fixed_z=self.fixed_z)
 
-    def _update_ema(self) -> None:
-        """EMA of G's trainable weights; the rest (SN vectors, BN and noise state) copied."""
+    def update_ema(self) -> None:
+        """EMA of G's trainable weights; the rest (SN vectors, BN and noise state) copied.
+
+        Called from a replica (inside `strategy.run`), it runs once for all of them.
+        """
+        context = tf.distribute.get_replica_context()
+        if context is None:  # already in cross-replica context
+            self._update_ema_once()
+        else:
+            context.merge_call(lambda _: self._update_ema_once())
+
+    def _update_ema_once(self) -> None:
         decay = self.cfg.ema_decay
         for ema, live in zip(self.generator_ema.trainable_variables,
                              self.generator.trainable_variables):
@@ -39,6 +61,11 @@ class RunState:
         for ema, live in zip(self.generator_ema.non_trainable_variables,
                              self.generator.non_trainable_variables):
             ema.assign(live)
+
+    def count_step(self) -> None:
+        """One more optimisation step, and one more batch of this epoch."""
+        self.step.assign_add(1)
+        self.batch_in_epoch.assign_add(1)
 
 
 def copy_weights(target, source) -> None:

@@ -1,9 +1,10 @@
-"""Fault injection for tests/test_reliability.py and benchmarks/fault_injection.py.
+"""Fault injection for tests/test_reliability.py and benchmarks/fault_injection.py (test support,
+not shipped with the package).
 
 Production code has no fault hooks: this module monkeypatches the real code, in-process
 (``install(specs, patch=monkeypatch.setattr)``) or around the real command line::
 
-    python -m fastgan_tf.faults FAULT [FAULT ...] -- [train.py arguments]
+    python tests/faults.py FAULT [FAULT ...] -- [train.py arguments]
 
 Faults (N counts calls in this process, from 1):
 
@@ -39,7 +40,12 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
+
+def logged_steps(run_dir: Path) -> list[int]:
+    """The steps a run has logged so far in its metrics.jsonl (how a test watches a run)."""
+    from fastgan_tf.training.logs import read_records
+
+    return [r["step"] for r in read_records(Path(run_dir) / "metrics.jsonl") if "step" in r]
 
 
 def kill_self() -> None:
@@ -71,7 +77,7 @@ def _os_error(code_name: str, filename) -> OSError:
 def _kill_in_step(patch, n):
     from fastgan_tf.training.loop import Trainer
 
-    counter, original = _Counter(n), Trainer._train_step
+    counter, original = _Counter(n), Trainer._step_losses
 
     def step(self, real):
         stats = original(self, real)
@@ -79,7 +85,7 @@ def _kill_in_step(patch, n):
             kill_self()
         return stats
 
-    patch(Trainer, "_train_step", step)
+    patch(Trainer, "_step_losses", step)
 
 
 def _kill_in_save_write(patch, n, delay_ms="0"):
@@ -234,7 +240,7 @@ def _nan(patch, kind, *where):
 
     from fastgan_tf.training.loop import Trainer
 
-    original = Trainer._train_step
+    original = Trainer._step_losses
 
     fired = []
 
@@ -257,30 +263,13 @@ def _nan(patch, kind, *where):
                 stats = {k: float("nan") for k in stats}
         return stats
 
-    patch(Trainer, "_train_step", step)
+    patch(Trainer, "_step_losses", step)
 
 
 # ----------------------------------------------------------------------------- FID
-class PixelBackbone:
-    """A stand-in for Inception: a fixed random projection of 8x8-pooled pixels (fast on CPU)."""
-
-    name = variant = "pixels"
-    feature_dim = 16
-
-    def __init__(self):
-        self.projection = np.random.default_rng(0).standard_normal((8 * 8 * 3, 16))
-
-    def features(self, images):
-        x = np.asarray(images, np.float32)
-        if x.max() > 1.5:
-            x = x / 127.5 - 1.0
-        n, h = x.shape[0], x.shape[1]
-        pooled = x.reshape(n, 8, h // 8, 8, h // 8, 3).mean(axis=(2, 4)).reshape(n, -1)
-        return pooled @ self.projection
-
-
 def _fake_fid(patch):
     import fastgan_tf.metrics as metrics
+    from support import PixelBackbone
 
     patch(metrics, "load_backbone", lambda name, weights="imagenet", **kw: PixelBackbone())
 
@@ -327,7 +316,7 @@ def install(specs: list[str], patch=setattr) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--" not in argv:
-        print("usage: python -m fastgan_tf.faults FAULT [FAULT ...] -- TRAIN ARGS",
+        print("usage: python tests/faults.py FAULT [FAULT ...] -- TRAIN ARGS",
               file=sys.stderr)
         return 2
     split = argv.index("--")
@@ -335,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
         from fastgan_tf.cli.common import deterministic_tensorflow
 
         deterministic_tensorflow()
+    from fastgan_tf.cli.common import import_tensorflow
+
+    import_tensorflow()  # quietly, as train.py does, before the faults import the trainer
     install(argv[:split])
     from fastgan_tf.cli.train import main as train_main
 
