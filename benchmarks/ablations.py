@@ -7,8 +7,8 @@
 Variants (FastGAN paper, Table 2, plus the Spectral Style-DCGAN): `fastgan` (full model),
 `no-sle` (Baseline + decode), `no-decoders` (Baseline + Skip), `baseline` (neither), `ssd`. Every
 variant trains with the same dataset, resolution (64), batch size and epochs, so the same number
-of iterations and images seen, through the same `train.py`, and is scored by the same
-`evaluate.py --fid --kid` on the EMA generator. Each runs in its own process.
+of iterations and images seen, through the same `train.py` (each in its own process), and is
+scored by the same `evaluate.py --fid --kid` on the EMA generator (called in this process).
 
 When the Keras InceptionV3 ImageNet weights are not available (offline), a randomly initialised
 InceptionV3 is used so the pipeline still runs; the output then says `backbone: keras-random`, and
@@ -56,6 +56,31 @@ def random_inception(folder: Path) -> Path:
     return path
 
 
+def score(run_dir: Path, num_samples: int, weights: str | None, input_size: int | None) -> dict:
+    """`evaluate.py --fid --kid --json` on a run; at `input_size` for the random backbone."""
+    import contextlib
+    import io
+
+    from fastgan_tf import metrics
+    from fastgan_tf.cli.evaluate import main as evaluate
+
+    argv = ["--fid", "--kid", "--json", "--run", str(run_dir), "--num-samples", str(num_samples),
+            "--backbone", "keras", *(["--inception-weights", weights] if weights else [])]
+    load = metrics.load_backbone
+    if input_size:  # the randomly initialised backbone is scored small, to be quick
+        metrics.load_backbone = lambda name, weights="imagenet", **kw: load(
+            name, weights, **{**kw, "input_size": input_size})
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            code = evaluate(argv)
+    finally:
+        metrics.load_backbone = load
+    if code != 0:
+        raise SystemExit(f"evaluate.py {' '.join(argv)} failed with exit code {code}")
+    return json.loads(out.getvalue())
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="demo")
@@ -73,14 +98,10 @@ def main() -> None:
     sys.path.insert(0, str(REPO))
     from fastgan_tf.metrics import backbone_weights_available
 
-    score_args = ["--backbone", "keras"]
-    backbone = "keras"
-    if args.inception_weights:
-        score_args += ["--inception-weights", args.inception_weights]
-    elif not backbone_weights_available("keras"):
-        backbone = "keras-random"
-        score_args += ["--inception-weights", str(random_inception(out)),
-                       "--backbone-input-size", str(RANDOM_INPUT_SIZE)]
+    backbone, weights, input_size = "keras", args.inception_weights, None
+    if not weights and not backbone_weights_available("keras"):
+        backbone, weights = "keras-random", str(random_inception(out))
+        input_size = RANDOM_INPUT_SIZE
 
     results = []
     for name in args.variants.split(","):
@@ -93,9 +114,7 @@ def main() -> None:
         started = time.perf_counter()
         run(train)
         seconds = time.perf_counter() - started
-        scored = run([sys.executable, "evaluate.py", "--fid", "--kid", "--json", "--run",
-                      str(out / name), "--num-samples", str(args.num_samples), *score_args])
-        record = json.loads(scored.stdout)
+        record = score(out / name, args.num_samples, weights, input_size)
         params = json.loads(run([*train, "--dry-run"]).stdout)["params"]
         results.append({"variant": name, "backbone": backbone, "fid": record["fid"],
                         "kid_mean": record["kid_mean"], "kid_std": record["kid_std"],

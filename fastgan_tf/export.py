@@ -17,13 +17,12 @@ arguments, signatures and provenance) and README.txt.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import tensorflow as tf
 
 from fastgan_tf.errors import UserError
-from fastgan_tf.io import atomic_write_text
+from fastgan_tf.io import atomic_path, atomic_write_text
 
 SEEDED_SIGNATURE = "generate_with_noise_seed"
 KERAS_FILE = "generator.keras"
@@ -94,10 +93,9 @@ def generator_config(generator) -> dict:
 
 
 def _save_keras(generator, path: Path) -> None:
-    """`model.save`, written beside `path` and renamed over it (an old export stays whole)."""
-    partial = path.with_name(f".partial-{path.name}")  # Keras insists on the .keras suffix
-    generator.save(str(partial))
-    os.replace(partial, path)
+    """`model.save` to a temp .keras file renamed over `path`: an old export stays whole."""
+    with atomic_path(path) as partial:  # same suffix: Keras insists on .keras
+        generator.save(str(partial))
 
 
 def _check_target(out_dir: Path) -> None:

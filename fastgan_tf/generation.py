@@ -4,8 +4,8 @@ Images are made `batch_size` at a time, so memory stays bounded on a 4 GB GPU. O
 every function here: the generator's BatchNorm always uses the statistics of the current batch
 (as in the reference, which never switches to eval mode), so an image depends slightly on the
 other latents in its batch. Samples therefore come from the same seeded stream as FID
-(`scoring.latent_sampler`): `--generate N --seed S` writes exactly the images that `--fid --seed S`
-scores first, when the batch size is the same.
+(`metrics.scoring.latent_sampler`): `--generate N --seed S` writes exactly the images that
+`--fid --seed S` scores first, when the batch size is the same.
 """
 
 from __future__ import annotations
@@ -17,13 +17,15 @@ import numpy as np
 import tensorflow as tf
 
 from fastgan_tf.errors import UserError
-from fastgan_tf.models import layers as L
+from fastgan_tf.metrics.scoring import EVAL_BATCH_SIZE, latent_sampler, truncated_normal
 from fastgan_tf.models.generator import SLE_SOURCES
-from fastgan_tf.scoring import EVAL_BATCH_SIZE, latent_sampler, truncated_normal
 from fastgan_tf.visualize import make_grid, save_image_grid, to_pil, to_uint8
 
 INTERPOLATIONS = ("slerp", "linear")
 MIX_RESOLUTION = 256  # style mixing swaps the gates after feat_64: se_128 and up
+# The features that gate se_128, se_256 and se_512. feat_4 (se_64's source) is not passed, so
+# se_64 stays off in style mixing, as in the reference script.
+MIXED_GATE_SOURCES = (SLE_SOURCES[128], SLE_SOURCES[256], SLE_SOURCES[512])
 NEAREST_SIZE = 64  # side at which nearest neighbours are compared
 
 
@@ -55,7 +57,10 @@ def generate(generator, num: int, seed: int = 0, truncation: float | None = None
 def save_samples(generator, num: int, out_dir: Path, seed: int = 0,
                  truncation: float | None = None, batch_size: int = EVAL_BATCH_SIZE,
                  progress=None) -> list[Path]:
-    """Write `num` PNGs named `seed<S>[_psi<P>]_<index>.png`, streaming batch by batch."""
+    """Write `num` PNGs named `seed<S>[_psi<P>]_<index>.png`, streaming batch by batch.
+
+    progress: optional callable(images_written_since_last_call), e.g. a progress bar's `update`.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem, paths = file_stem(seed, truncation), []
@@ -65,7 +70,7 @@ def save_samples(generator, num: int, out_dir: Path, seed: int = 0,
             to_pil(image).save(path)
             paths.append(path)
         if progress is not None:
-            progress(len(paths))
+            progress(len(batch))
     return paths
 
 
@@ -174,48 +179,27 @@ def check_style_mix(generator) -> None:
                         "it swaps the gates se_128 and up, which other models do not have")
 
 
-def early_features(generator, z, noise_seed) -> dict:
-    """feat_4 .. feat_64 for latents z, feat_64 WITHOUT its se_64 gate (as the reference script)."""
-    g = generator
-    x = L.glu(g.init_bn(g.init(tf.reshape(z, (-1, g.nz)), training=False), training=False))
-    feats = {4: x}
-    for r in (8, 16, 32, 64):
-        x = getattr(g, f"feat_{r}")(x, training=False, noise_seed=noise_seed)
-        feats[r] = x
-    return feats
-
-
-def late_stages(generator, content64, gate_feats: dict, noise_seed) -> tf.Tensor:
-    """The stages after 64 on `content64`, each SLE gate fed from `gate_feats` instead."""
-    g = generator
-    x = content64
-    for r in g.stages:
-        if r <= 64:
-            continue
-        x = getattr(g, f"feat_{r}")(x, training=False, noise_seed=noise_seed)
-        if r in g.gated:
-            x = getattr(g, f"se_{r}")(gate_feats[SLE_SOURCES[r]], x, training=False)
-    big = tf.cast(g.to_big(x, training=False), "float32")
-    return tf.tanh(big) if g.output_tanh else big
-
-
 def style_mix(generator, z_content: np.ndarray, z_style: np.ndarray,
               noise_seed=(0, 0)) -> np.ndarray:
     """(n_content, n_style, R, R, 3) float images: structure from z_content, gates from z_style.
 
-    Cell [i, j] continues content latent i's feat_64 through the later stages with the SLE gates
-    computed from style latent j's feat_8/16/32. Column j is one batch (the n content rows).
-    As everywhere, BatchNorm couples a batch: A's and B's early features are each one batch.
+    Cell [i, j] continues content latent i's features through the synthesis stages with the SLE
+    gates se_128 and up computed from style latent j's feat_8/16/32, and without se_64 (as the
+    reference script). Column j is one batch (the n content rows). As everywhere, BatchNorm
+    couples a batch: A's and B's features are each one batch, and so is every column.
     """
     check_style_mix(generator)
     seed = tf.constant(noise_seed, tf.int64)
-    content = early_features(generator, tf.constant(z_content, tf.float32), seed)
-    style = early_features(generator, tf.constant(z_style, tf.float32), seed)
+    content = generator.features(tf.constant(z_content, tf.float32), training=False,
+                                 noise_seed=seed)
+    style = generator.features(tf.constant(z_style, tf.float32), training=False, noise_seed=seed)
     n = len(z_content)
     columns = []
     for j in range(len(z_style)):
-        gates = {r: tf.repeat(f[j:j + 1], n, axis=0) for r, f in style.items()}
-        columns.append(late_stages(generator, content[64], gates, seed).numpy())
+        gates = {source: tf.repeat(style[source][j:j + 1], n, axis=0)
+                 for source in MIXED_GATE_SOURCES}
+        big = generator.synthesize(content, gates, training=False, noise_seed=seed)[0]
+        columns.append(big.numpy())
     return np.stack(columns, axis=1)
 
 

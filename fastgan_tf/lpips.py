@@ -13,132 +13,45 @@ machine). The project accepts this to stay TF-only; here LPIPS is a training los
 to compare with papers.
 
 The lin weights (fastgan_tf/assets/lpips_vgg_v0.1.npz, BSD-2, see LPIPS_LICENSE.txt) come from the
-PyPI `lpips` package (tools/convert_lpips_weights.py). The VGG16 weights are not shipped: Keras
-keeps them in its cache, and this module only downloads them when asked to and when that can
-succeed quickly; otherwise it raises a one-line UserError naming the alternatives.
+PyPI `lpips` package (tools/convert_lpips_weights.py). The VGG16 weights are not shipped: they are
+Keras's own file, kept in Keras's cache folder, and fastgan_tf.downloads fetches them only when
+asked to and when that can succeed quickly; otherwise it raises a one-line UserError naming the
+alternatives.
 """
 
-import hashlib
-import os
-import threading
-import urllib.request
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from fastgan_tf.errors import UserError
+from fastgan_tf import downloads
+from fastgan_tf.errors import UserError, one_line
 
-VGG16_NOTOP_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
-VGG16_NOTOP_URL = (
-    "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/" + VGG16_NOTOP_FILE
-)
-VGG16_NOTOP_MD5 = "6d6bbae143d832006294945121d1f1fc"  # the hash keras.applications.VGG16 checks
 LIN_WEIGHTS_PATH = Path(__file__).resolve().parent / "assets" / "lpips_vgg_v0.1.npz"
 
 TAPS = ("block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3", "block5_conv3")
 CHANNELS = (64, 128, 256, 512, 512)
 EPS = 1e-10  # lpips.normalize_tensor
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
-PROBE_TIMEOUT_S = 5.0
 
 
-# --- VGG16 weights: where Keras caches them, and fetching them without a traceback ---------------
-
-
-def keras_cache_dir():
-    """Keras's download cache: $KERAS_HOME/models, else ~/.keras/models (env read at call time)."""
-    home = os.environ.get("KERAS_HOME")
-    if home:
-        base = Path(home).expanduser()
-    else:
-        user_home = Path.home()
-        # Keras falls back to /tmp/.keras (tempdir on Windows) when the home folder is read-only.
-        base = user_home / ".keras" if os.access(user_home, os.W_OK) else _tmp_keras_dir()
-    return (base / "models").resolve()
-
-
-def _tmp_keras_dir():
-    import tempfile
-
-    return Path("/tmp" if Path("/tmp").is_dir() else tempfile.gettempdir()) / ".keras"
+# --- VGG16 weights: Keras's own file, in Keras's cache (see fastgan_tf.downloads) -----------------
 
 
 def vgg16_weights_path():
     """Path where the Keras-cached VGG16 no-top ImageNet weights are (or would be)."""
-    return keras_cache_dir() / VGG16_NOTOP_FILE
-
-
-def _md5(path):
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return downloads.VGG16_NOTOP.path
 
 
 def vgg16_weights_available():
     """True if the cached VGG16 weights exist with the hash Keras expects (no network used)."""
-    path = vgg16_weights_path()
-    return path.is_file() and _md5(path) == VGG16_NOTOP_MD5
+    return downloads.cached(downloads.VGG16_NOTOP) is not None
 
 
-def _probe(url, timeout):
-    """None if `url` answers within `timeout` seconds, else a short reason.
-
-    Runs in a daemon thread because a DNS lookup ignores socket timeouts: an offline or firewalled
-    machine must not hang here, nor inside Keras's urlretrieve, which has no timeout at all.
-    """
-    result = ["no answer within %g s" % timeout]
-
-    def run():
-        try:
-            request = urllib.request.Request(url, method="HEAD")
-            with urllib.request.urlopen(request, timeout=timeout):
-                result[0] = None
-        except Exception as e:  # noqa: BLE001 - any failure means "don't try"
-            result[0] = str(getattr(e, "reason", None) or e)
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    t.join(timeout)
-    return result[0]
-
-
-def _one_line(text):
-    return " ".join(str(text).split())
-
-
-def _missing_weights_error(reason):
-    return UserError(
-        f"VGG16 ImageNet weights for the LPIPS loss are missing: {VGG16_NOTOP_FILE} is not in the "
-        f"Keras cache {keras_cache_dir()} and could not be downloaded from {VGG16_NOTOP_URL} "
-        f"({_one_line(reason)}). Download it into that folder, pass its path with --vgg-weights, "
-        f"or train with --recon-loss l1."
-    )
-
-
-def fetch_vgg16_weights(timeout=PROBE_TIMEOUT_S):
+def fetch_vgg16_weights(timeout=downloads.PROBE_TIMEOUT):
     """Return the cached weights' path, downloading them first if that can work; else UserError."""
-    if vgg16_weights_available():
-        return vgg16_weights_path()
-    reason = _probe(VGG16_NOTOP_URL, timeout)
-    if reason is not None:
-        raise _missing_weights_error(reason)
-    cache_home = keras_cache_dir().parent
-    try:
-        cache_home.mkdir(parents=True, exist_ok=True)
-        path = keras.utils.get_file(
-            VGG16_NOTOP_FILE,
-            VGG16_NOTOP_URL,
-            cache_subdir="models",
-            file_hash=VGG16_NOTOP_MD5,
-            cache_dir=str(cache_home),
-        )
-    except Exception as e:  # Keras raises a plain Exception on fetch or hash failure
-        raise _missing_weights_error(e) from None
-    return Path(path)
+    return downloads.fetch(downloads.VGG16_NOTOP, timeout)
 
 
 def resolve_vgg_weights(vgg_weights):
@@ -149,9 +62,10 @@ def resolve_vgg_weights(vgg_weights):
         return fetch_vgg16_weights()
     path = Path(vgg_weights).expanduser()
     if not path.is_file():
+        vgg16 = downloads.VGG16_NOTOP
         raise UserError(
-            f"VGG16 weights file {path} not found; give the path of {VGG16_NOTOP_FILE}, "
-            f"use 'imagenet' (Keras cache {keras_cache_dir()}), or train with --recon-loss l1."
+            f"VGG16 weights file {path} not found; give the path of {vgg16.name}, "
+            f"use 'imagenet' (Keras cache {vgg16.path.parent}), or train with --recon-loss l1."
         )
     return path
 
@@ -199,8 +113,9 @@ def build_vgg16_features(weights_path=None):
             vgg.load_weights(str(weights_path))
         except Exception as e:  # h5py/keras errors on a corrupt or unrelated file
             raise UserError(
-                f"Could not load VGG16 weights from {weights_path} ({_one_line(e)}); it should be "
-                f"Keras's {VGG16_NOTOP_FILE} (delete it to re-download), or use --recon-loss l1."
+                f"Could not load VGG16 weights from {weights_path} ({one_line(e)}); it should be "
+                f"Keras's {downloads.VGG16_NOTOP.name} (delete it to re-download), or use "
+                "--recon-loss l1."
             ) from None
     vgg.trainable = False
     taps = [vgg.get_layer(name).output for name in TAPS]  # Keras convs include their ReLU

@@ -9,7 +9,6 @@ A run's generator can be loaded from:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +18,8 @@ from fastgan_tf import config as config_lib
 from fastgan_tf.checkpoints import Checkpoints
 from fastgan_tf.config import TrainConfig
 from fastgan_tf.errors import UserError
+from fastgan_tf.training.state import EMA_KEY
 
-EMA_KEY = "generator_ema"  # the checkpoint key of the EMA generator, in training and best/
 
 
 @dataclass
@@ -109,9 +108,3 @@ def load_generator(run_dir: Path, which: str = "latest") -> LoadedGenerator:
 def _read_int(reader, name: str) -> int | None:
     key = f"{name}/.ATTRIBUTES/VARIABLE_VALUE"
     return int(reader.get_tensor(key)) if reader.has_tensor(key) else None
-
-
-def read_best(run_dir: Path) -> dict | None:
-    """The best-model record ({epoch, step, fid, backbone, ...}) or None."""
-    path = Path(run_dir) / "best" / "best.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None

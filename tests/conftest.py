@@ -11,7 +11,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import tensorflow as tf  # noqa: E402, F401 (imported once, after the settings above)
 import keras  # noqa: E402
 
 
@@ -21,6 +21,35 @@ def _float32_policy():
     keras.mixed_precision.set_global_policy("float32")
     yield
     keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.fixture(autouse=True)
+def _pristine_logging():
+    """Each test starts with the package's logger as an importing program finds it (quiet): a
+    CLI called in-process, here or in a module fixture, configures it for good."""
+    from fastgan_tf.console import unconfigure_logging
+
+    unconfigure_logging()
+    yield
+    unconfigure_logging()
+
+
+@pytest.fixture
+def cli_logging():
+    """The package's messages and progress bars on stderr, as train.py and evaluate.py set it up."""
+    from fastgan_tf.console import configure_logging
+
+    configure_logging()
+
+
+@pytest.fixture
+def server():
+    """A local HTTP server (tests/support.py) for download tests: files, ranges, failures."""
+    from support import LoopbackServer
+
+    srv = LoopbackServer().start()
+    yield srv
+    srv.stop()
 
 
 @pytest.fixture

@@ -49,6 +49,7 @@ def test_ssd_rejects_fastgan_only_options(image_folder, tmp_path, capsys, flags,
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", [["--no-sle", "--no-decoders"], ["--model", "ssd"]])
 def test_variants_train_checkpoint_and_load(image_folder, tmp_path, variant):
     out = tmp_path / "runs"

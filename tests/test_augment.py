@@ -257,6 +257,7 @@ def test_input_gradients_through_color_and_translation(rng):
     assert (g != 0).mean() > 0.75
 
 
+@pytest.mark.slow
 def test_gradient_is_the_exact_jacobian():
     """Theoretical vs numerical Jacobian of the full policy on a tiny float64 batch."""
     x = tf.constant(np.random.default_rng(0).uniform(-1, 1, (2, 6, 6, 3)))

@@ -6,11 +6,11 @@ import urllib.error
 import urllib.request
 
 import h5py
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from fastgan_tf import downloads
 from fastgan_tf.errors import UserError
 from fastgan_tf.metrics import backbones
 from fastgan_tf.metrics import (
@@ -64,6 +64,7 @@ def test_keras_features_shape_batches_and_dtypes(keras_backbone, rng):
     assert keras_backbone.variant == "keras-random-75px"
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Keras's own legacy-HDF5 writer
 def test_keras_weights_file_is_honoured(keras_backbone, rng, tmp_path):
     _, f = _images(rng, 3, size=40)
@@ -86,18 +87,30 @@ def test_keras_weights_file_is_honoured(keras_backbone, rng, tmp_path):
 
 def test_keras_offline_message(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
-    url = backbones.KERAS_WEIGHTS_URL
-
-    def offline_get_file(*args, **kwargs):  # what Keras raises without network
-        raise Exception(f"URL fetch failure on {url}: None -- [Errno -2] Name or service not known")
-
-    monkeypatch.setattr(keras.utils, "get_file", offline_get_file)
-    expected_path = tmp_path / "keras_home" / "models" / backbones.KERAS_WEIGHTS_FILE
+    monkeypatch.setattr(downloads, "probe", lambda url, timeout: "Name or service not known")
+    monkeypatch.setattr(downloads, "download", lambda *a, **k: pytest.fail("download called"))
+    weights = downloads.INCEPTION_V3_NOTOP
+    expected_path = tmp_path / "keras_home" / "models" / weights.name
     assert backbone_weights_path("keras") == expected_path
     assert not backbone_weights_available("keras")
     with pytest.raises(UserError) as error:
         load_backbone("keras", input_size=SMALL)
-    _assert_one_line(error, backbones.KERAS_WEIGHTS_FILE, url, expected_path.parent)
+    _assert_one_line(error, weights.name, weights.url, expected_path.parent,
+                     "Name or service not known", "--inception-weights PATH")
+
+
+def test_imagenet_weights_are_fetched_through_the_downloads_table(monkeypatch):
+    fetched = []
+
+    def fetch(weights, *args):
+        fetched.append(weights)
+        raise UserError("stop before building the model")
+
+    monkeypatch.setattr(downloads, "fetch", fetch)
+    for name in backbones.BACKBONES:
+        with pytest.raises(UserError, match="stop before"):
+            load_backbone(name)
+    assert fetched == [downloads.INCEPTION_V3_NOTOP, downloads.INCEPTION_2015]
 
 
 def test_missing_weights_file_and_unknown_name(tmp_path):
@@ -206,13 +219,33 @@ def _no_network(*args, **kwargs):
 def test_standard_uses_cache_folder(stand_in, tmp_path, monkeypatch, rng):
     monkeypatch.setenv("FASTGAN_CACHE", str(tmp_path))
     monkeypatch.setattr(urllib.request, "urlopen", _no_network)
-    assert backbone_weights_path("standard") == tmp_path / "inception-2015-12-05.tgz"
+    tgz = tmp_path / "inception-2015-12-05.tgz"
+    assert backbone_weights_path("standard") == tgz
     assert not backbone_weights_available("standard")
-    (tmp_path / "inception-2015-12-05.tgz").write_bytes(stand_in["tgz"].read_bytes())
+    tgz.write_bytes(stand_in["tgz"].read_bytes())
     assert backbone_weights_available("standard")
     u8, _ = _images(rng, 2, size=16)
     feats = load_backbone("standard").features(u8)
     np.testing.assert_allclose(feats, _direct(stand_in, u8), rtol=1e-4, atol=1e-5)
+    # No checksum is published: the first copy that passed the content check was recorded, and a
+    # later change of the file is caught (here offline: one line that says why).
+    assert (tmp_path / "inception-2015-12-05.tgz.sha256").read_text().split()[1] == tgz.name
+    with tarfile.open(tgz, "w:gz") as tar:
+        tar.add(stand_in["pb"], arcname=backbones.STANDARD_GRAPH_FILE)
+    assert not backbone_weights_available("standard")
+    with pytest.raises(UserError) as error:
+        load_backbone("standard")
+    _assert_one_line(error, tgz.name, "is not the copy first checked here",
+                     "--inception-weights PATH")
+
+
+def test_standard_accepts_an_extracted_graph_in_the_cache(stand_in, tmp_path, monkeypatch, rng):
+    monkeypatch.setenv("FASTGAN_CACHE", str(tmp_path))
+    monkeypatch.setattr(urllib.request, "urlopen", _no_network)
+    (tmp_path / backbones.STANDARD_GRAPH_FILE).write_bytes(stand_in["pb"].read_bytes())
+    assert backbone_weights_available("standard")
+    backbone = load_backbone("standard")
+    assert backbone.weights_path == tmp_path / backbones.STANDARD_GRAPH_FILE
 
 
 def test_standard_offline_message(tmp_path, monkeypatch):
@@ -221,8 +254,9 @@ def test_standard_offline_message(tmp_path, monkeypatch):
     with pytest.raises(UserError) as error:
         load_backbone("standard")
     target = tmp_path / "cache" / "inception-2015-12-05.tgz"
-    _assert_one_line(error, backbones.STANDARD_WEIGHTS_URL, target)
-    assert list((tmp_path / "cache").iterdir()) == []  # no partial download left behind
+    _assert_one_line(error, downloads.INCEPTION_2015.url, target.name, target.parent,
+                     "--fid-every 0")
+    assert not (tmp_path / "cache").exists()  # nothing written, not even the folder
 
 
 def test_standard_rejects_wrong_files(tmp_path):

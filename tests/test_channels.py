@@ -112,6 +112,7 @@ def grey_run(tmp_path_factory):
     return root / "runs" / "grey", argv, root / "cache"
 
 
+@pytest.mark.slow
 def test_greyscale_run_writes_greyscale_samples_and_a_checkpoint(grey_run):
     run, _, _ = grey_run
     assert config.load_saved(run / "config.yaml").channels == 1
@@ -121,6 +122,7 @@ def test_greyscale_run_writes_greyscale_samples_and_a_checkpoint(grey_run):
             assert png.mode == "L"
 
 
+@pytest.mark.slow
 def test_evaluate_greyscale_run(grey_run, tmp_path, capsys):
     run, _, _ = grey_run
     out = tmp_path / "gen"
@@ -139,6 +141,7 @@ def test_evaluate_greyscale_run(grey_run, tmp_path, capsys):
             assert image.mode == "L", png
 
 
+@pytest.mark.slow
 def test_resume_with_other_channels_is_refused(grey_run, capsys, monkeypatch):
     run, argv, cache = grey_run
     monkeypatch.setenv("FASTGAN_CACHE", str(cache))

@@ -10,6 +10,7 @@ offline error: the subject is the error path, not the models (tests/test_train.p
 """
 
 import contextlib
+import dataclasses
 import io
 import os
 
@@ -24,6 +25,7 @@ from fastgan_tf.cli import evaluate as evaluate_cli
 from fastgan_tf.cli import train as train_cli
 from fastgan_tf.config import TrainConfig
 from fastgan_tf.errors import UserError
+from fastgan_tf.training import registry
 
 # benchmarks/fault_injection.py runs many more examples through FASTGAN_FUZZ_EXAMPLES.
 SETTINGS = settings(max_examples=int(os.environ.get("FASTGAN_FUZZ_EXAMPLES", "40")),
@@ -74,11 +76,12 @@ def offline_and_fast(monkeypatch, tmp_path):
                         "--vgg-weights PATH or --recon-loss l1")
 
     monkeypatch.setattr("fastgan_tf.lpips.fetch_vgg16_weights", offline)
-    monkeypatch.setattr("fastgan_tf.data.download.download", offline)
-    monkeypatch.setattr("fastgan_tf.models.count_params", lambda model: 0)
-    for name in ("build_generator", "build_discriminator"):
-        monkeypatch.setattr(f"fastgan_tf.training.loop.{name}", lambda *a, **k: None,
-                            raising=False)
+    monkeypatch.setattr("fastgan_tf.downloads.download", offline)
+    monkeypatch.setattr("fastgan_tf.training.loop.count_params", lambda model: 0)
+    real_get = registry.get
+    monkeypatch.setattr(registry, "get", lambda name: dataclasses.replace(
+        real_get(name), build_generator=lambda *a, **k: None,
+        build_discriminator=lambda *a, **k: None, memory_estimate=None))
     monkeypatch.setattr("fastgan_tf.training.dataset.make_demo_images",
                         lambda resolution=64, seed=0, **k: np.zeros((16, resolution, resolution, 3),
                                                                      np.uint8))

@@ -23,13 +23,29 @@ def test_defaults_reproduce_the_reference():
 
 
 def test_precedence_defaults_presets_yaml_cli(tmp_path):
-    presets = {"demo": {"resolution": 64, "ngf": 16, "batch_size": 4}}
+    def presets(model, dataset):
+        return {"resolution": 64, "ngf": 16, "batch_size": 4} if dataset == "demo" else {}
+
     path = write(tmp_path, "ngf: 32\nbatch-size: 6\n")
     cfg = config.resolve({"dataset": "demo", "batch_size": 2}, config_file=path, presets=presets)
     assert cfg.resolution == 64  # preset
     assert cfg.ngf == 32  # YAML beats preset
     assert cfg.batch_size == 2  # CLI beats YAML
     assert config.resolve({"dataset": "other"}, presets=presets).resolution == 256
+
+
+def test_model_and_dataset_presets_and_model_checks(tmp_path):
+    from fastgan_tf.training.options import resolve_config
+
+    ssd = resolve_config({"dataset": "x", "model": "ssd"})
+    assert (ssd.batch_size, ssd.lr, ssd.nz, ssd.ema_decay) == (32, 5e-4, 100, 0.0)  # SSD's
+    demo = resolve_config({"dataset": "demo", "model": "ssd"})  # the dataset's presets win
+    assert (demo.batch_size, demo.ema_decay, demo.lr, demo.ngf) == (8, 0.99, 5e-4, 16)
+    with pytest.raises(UserError, match="--no-sle applies to --model fastgan only"):
+        resolve_config({"dataset": "x", "model": "ssd", "sle": False})
+    with pytest.raises(UserError, match="--model 'stylegan' is not supported; choose one of "
+                                        "fastgan, ssd"):
+        resolve_config({"dataset": "x"}, config_file=write(tmp_path, "model: stylegan\n"))
 
 
 def test_unknown_yaml_key_is_an_error_with_a_suggestion(tmp_path):

@@ -24,7 +24,7 @@ from fastgan_tf.data.pipeline import (
     steps_per_epoch,
 )
 from fastgan_tf.errors import UserError
-from fastgan_tf.progress import ProgressBar, progress
+from fastgan_tf.progress import progress
 from fastgan_tf.visualize import make_grid, save_image_grid
 
 RED, BLUE = (255, 0, 0), (0, 0, 255)
@@ -207,7 +207,7 @@ def test_all_bad_missing_and_empty_folders_raise_user_error(tmp_path):
         load_images(other / "x.tif", 16)
 
 
-def test_progress_bar_shown_for_many_files(tmp_path, capsys):
+def test_progress_bar_shown_for_many_files(tmp_path, capsys, cli_logging):
     for i in range(51):
         _save(_solid("RGB", (8, 8), (i, 0, 0)), tmp_path / f"{i:02d}.png")
     result = load_images(tmp_path, 8)
@@ -372,32 +372,31 @@ class _FakeTTY(io.StringIO):
         return True
 
 
-def test_progress_bar_non_tty_prints_only_a_final_line():
-    stream = io.StringIO()
-    bar = progress(range(100), desc="epoch 1", stream=stream)
+def test_progress_bar_off_a_terminal_logs_only_its_final_line(capsys, cli_logging):
+    bar = progress(range(100), desc="epoch 1")
     for i in bar:
         bar.set_postfix(d_loss=0.123456, g_loss=np.float32(2.0), step=i)
-    out = stream.getvalue()
-    assert out.count("\n") == 1 and "\r" not in out
-    assert out.startswith("epoch 1: 100%|") and "100/100" in out
-    assert "d_loss=0.1235" in out and "g_loss=2" in out and "step=99" in out and "it/s" in out
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "\r" not in err
+    assert err.startswith("epoch 1: 100%|") and "100/100" in err
+    assert "d_loss=0.123" in err and "g_loss=2" in err and "step=99" in err and "it/s" in err
 
 
-def test_progress_bar_tty_redraws_and_log_interval():
+def test_progress_bar_on_a_terminal_redraws(monkeypatch, cli_logging):
     tty = _FakeTTY()
-    for _ in progress(range(5), desc="x", stream=tty, min_interval=0):
+    monkeypatch.setattr("sys.stderr", tty)
+    for _ in progress(range(5), desc="x", mininterval=0):
         pass
     drawn = tty.getvalue()
     assert drawn.count("\r") >= 5 and drawn.endswith("\n") and "5/5" in drawn
-    log = io.StringIO()
-    with ProgressBar(total=3, stream=log, log_interval=0) as bar:
-        for _ in range(3):
-            bar.update()
-    assert log.getvalue().count("\n") == 4  # one per update plus the final line
-    unknown = io.StringIO()
-    for _ in progress(iter(range(7)), stream=unknown):
-        pass
-    assert "7it" in unknown.getvalue()
+
+
+def test_progress_bar_is_quiet_where_logging_is_not_configured(capsys):
+    """A notebook or a program that imports the package sees nothing unless it asks."""
+    bar = progress(range(7), desc="quiet")
+    assert list(bar) == list(range(7))
+    bar.update(3)  # a hidden bar still takes updates
+    assert capsys.readouterr().err == ""
 
 
 def test_save_image_grid_layout(tmp_path):

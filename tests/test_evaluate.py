@@ -11,6 +11,7 @@ import tensorflow as tf
 from PIL import Image
 
 from conftest import write_images
+from support import PixelBackbone
 from fastgan_tf import generation
 from fastgan_tf.cli import evaluate as evaluate_cli
 from fastgan_tf.cli.evaluate import main
@@ -22,19 +23,6 @@ from fastgan_tf.training.dataset import load_training_images
 pytestmark = pytest.mark.slow  # one 64px training run (~40 s on 2 busy cores) shared by all tests
 
 INCEPTION_SIZE = 75  # Keras's smallest InceptionV3 input: keeps the random backbone fast
-
-
-class PixelBackbone:
-    """Stand-in for Inception while training (so the run gets a best/ model): pooled pixels."""
-
-    name = variant = "pixels"
-    feature_dim = 12
-
-    def features(self, images):
-        x = np.asarray(images, np.float32)
-        x = x / 127.5 - 1.0 if images.dtype == np.uint8 else x
-        return x.reshape(len(x), 2, x.shape[1] // 2, 2, x.shape[2] // 2, 3).mean(axis=(2, 4)) \
-            .reshape(len(x), -1)
 
 
 @pytest.fixture(scope="module")
@@ -69,15 +57,16 @@ def inception_file(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def reuse_backbones():
-    """load_backbone that builds each (name, weights, size) once: tracing Inception takes seconds."""
+    """load_backbone giving a small InceptionV3 (INCEPTION_SIZE px input) built once per
+    (name, weights, batch size): tracing Inception takes seconds."""
     from fastgan_tf import metrics
 
     real, built, calls = metrics.load_backbone, {}, []
 
-    def load(name="keras", weights="imagenet", batch_size=32, input_size=None):
-        calls.append((name, str(weights), batch_size, input_size))
+    def load(name="keras", weights="imagenet", batch_size=32):
+        calls.append((name, str(weights), batch_size))
         if calls[-1] not in built:
-            built[calls[-1]] = real(name, weights, batch_size, input_size)
+            built[calls[-1]] = real(name, weights, batch_size, input_size=INCEPTION_SIZE)
         return built[calls[-1]]
 
     load.calls = calls
@@ -111,10 +100,9 @@ def test_fid_kid_json_cache_and_readable_line(trained, inception_file, reuse_bac
                                               monkeypatch, capsys):
     monkeypatch.setattr("fastgan_tf.metrics.load_backbone", reuse_backbones)
     argv = ["--fid", "--kid", "--out", trained.parent, "--num-samples", "8", "--batch-size", "4",
-            "--inception-weights", inception_file, "--backbone-input-size", INCEPTION_SIZE,
-            "--kid-subsets", "5"]
+            "--inception-weights", inception_file, "--kid-subsets", "5"]
     first = run_json(capsys, *argv)
-    assert reuse_backbones.calls[-1] == ("keras", str(inception_file), 4, INCEPTION_SIZE)
+    assert reuse_backbones.calls[-1] == ("keras", str(inception_file), 4)
     assert first["run"] == str(trained) and first["checkpoint"] == "ckpt-2"
     assert (first["epoch"], first["step"]) == (1, 2)
     assert first["backbone"] == "keras" and first["backbone_variant"] == "keras-75px"
@@ -138,10 +126,10 @@ def test_fid_kid_json_cache_and_readable_line(trained, inception_file, reuse_bac
     kid, _ = kernel_inception_distance(real.features, fake, num_subsets=5, subset_size=1000)
     assert first["kid_mean"] == pytest.approx(kid, rel=1e-6, abs=1e-12)
 
-    def no_recompute(*args, **kwargs):
+    def no_recompute(*args, **kwargs):  # computed real statistics are always saved to the cache
         raise AssertionError("the real statistics should come from the cache")
 
-    monkeypatch.setattr("fastgan_tf.metrics.features.compute_stats", no_recompute)
+    monkeypatch.setattr(FeatureStats, "save", no_recompute)
     kid_argv = [a for a in argv if a != "--fid"]  # KID only from here: FID's eigh is the slow part
     second = run_json(capsys, *kid_argv)
     assert second["real_stats_cached"] is True and "fid" not in second
@@ -157,6 +145,15 @@ def test_fid_kid_json_cache_and_readable_line(trained, inception_file, reuse_bac
     assert logged[-3:-1] == [first, second]
 
 
+def test_kid_subsets_is_documented_and_the_test_only_flag_is_gone(capsys):
+    assert main(["--help"]) == 0
+    usage = " ".join(capsys.readouterr().out.split())
+    assert "--kid-subsets N KID: average over N random subsets" in usage and "default 100" in usage
+    assert "--backbone-input-size" not in usage
+    assert "unrecognized arguments: --backbone-input-size" in run_error(
+        capsys, "--fid", "--backbone-input-size", "75")
+
+
 def test_readable_metrics_line():
     record = {"fid": 41.049, "backbone": "keras", "backbone_variant": "keras", "num_fake": 5000,
               "num_real": 100, "checkpoint": "ckpt-20400", "epoch": 1700}
@@ -170,14 +167,9 @@ def test_offline_backbone_errors_are_one_line(trained, tmp_path, monkeypatch, ca
                     tmp_path / "missing.h5")
     assert "missing.h5" in err and "not found" in err
 
-    import keras
-
-    def offline(*args, **kwargs):
-        raise Exception("URL fetch failure on https://example: None -- [Errno -2] Name or "
-                        "service not known")
-
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
-    monkeypatch.setattr(keras.utils, "get_file", offline)
+    monkeypatch.setattr("fastgan_tf.downloads.probe",
+                        lambda url, timeout: "[Errno -2] Name or service not known")
     err = run_error(capsys, "--fid", "--kid", "--out", trained.parent)
     assert "could not be downloaded" in err and "--inception-weights PATH" in err
 

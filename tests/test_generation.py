@@ -14,9 +14,9 @@ from PIL import Image
 from fastgan_tf import generation
 from fastgan_tf.errors import UserError
 from fastgan_tf.export import export_generator, load_keras_export
+from fastgan_tf.metrics.scoring import truncated_normal
 from fastgan_tf.models.generator import Generator
 from fastgan_tf.models.ssd import SSDGenerator
-from fastgan_tf.scoring import truncated_normal
 from fastgan_tf.visualize import to_uint8
 
 NZ = 16
@@ -83,7 +83,10 @@ def test_walk_is_closed_and_has_k_times_n_latents():
 
 
 def test_samples_are_deterministic_per_seed_and_change_with_truncation(g64, tmp_path):
-    first = generation.save_samples(g64, 5, tmp_path / "a", seed=3, batch_size=2)
+    written = []
+    first = generation.save_samples(g64, 5, tmp_path / "a", seed=3, batch_size=2,
+                                    progress=written.append)
+    assert written == [2, 2, 1]  # images per batch, ready for a progress bar's update()
     again = generation.save_samples(g64, 5, tmp_path / "b", seed=3, batch_size=2)
     other = generation.save_samples(g64, 5, tmp_path / "c", seed=4, batch_size=2)
     trunc = generation.save_samples(g64, 5, tmp_path / "d", seed=3, truncation=0.3, batch_size=2)
@@ -148,6 +151,33 @@ def test_style_mix_swaps_gates_per_column_and_skips_se_64(g256, monkeypatch):
     with pytest.raises(AssertionError):
         g256(tf.constant(z_a), training=False)
     generation.style_mix(g256, z_a, z_b, (0, 0))  # never touches se_64
+
+
+def test_style_mix_of_a_latent_with_itself_is_a_forward_pass_without_se_64(g256, monkeypatch):
+    """What holds when content == style: style mixing leaves se_64 off (as the reference), and
+    BatchNorm couples each column's batch, whose rows all get the gates of one style latent."""
+    z = np.random.default_rng(3).standard_normal((3, NZ)).astype(np.float32)
+    seed = tf.constant([0, 0], tf.int64)
+    mixed = generation.style_mix(g256, z, z, (0, 0))
+    with_se_64 = g256(tf.constant(z), training=False, noise_seed=seed)[0].numpy()
+    monkeypatch.setattr(g256.se_64, "call", lambda small, big, training=False: big)
+
+    def forward(latents):
+        return g256(tf.constant(latents), training=False, noise_seed=seed)[0].numpy()
+
+    # A batch of one: nothing else in the batch, so the cell is exactly the forward pass.
+    np.testing.assert_array_equal(generation.style_mix(g256, z[:1], z[:1], (0, 0))[0, 0],
+                                  forward(z[:1])[0])
+    # Copies of one latent: every column batch is the forward batch, so every cell matches.
+    copies = np.repeat(z[:1], 3, axis=0)
+    np.testing.assert_array_equal(generation.style_mix(g256, copies, copies, (0, 0)),
+                                  np.repeat(forward(copies)[:, None], 3, axis=1))
+    # Distinct latents: in column j every row gets latent j's gates, so the batch statistics
+    # after se_128 are not the forward pass's, and even the diagonal differs from it.
+    without_se_64 = forward(z)
+    for i in range(3):
+        assert np.abs(mixed[i, i] - without_se_64[i]).max() > 1e-3
+        assert np.abs(mixed[i, i] - with_se_64[i]).max() > 1e-3
 
 
 def test_style_mix_grid_layout(g256):
@@ -222,6 +252,7 @@ RELOAD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_export_reloads_in_a_fresh_process_without_fastgan_tf(g64, tmp_path):
     out = tmp_path / "exported"
     info = export_generator(g64, out, {"run": "r", "checkpoint": "ckpt-2"})

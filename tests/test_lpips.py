@@ -1,14 +1,14 @@
 """LPIPS-VGG: lin weights, preprocessing, values against numpy, freezing, weight files, offline."""
 
+import dataclasses
 import hashlib
-import socket
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from fastgan_tf import lpips
+from fastgan_tf import downloads, lpips
 from fastgan_tf.errors import UserError
 
 
@@ -133,17 +133,14 @@ def _save_random_vgg(path):
     return vgg
 
 
-def _no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("the network must not be used here")
-
-    monkeypatch.setattr(lpips, "_probe", refuse)
-    monkeypatch.setattr(keras.utils, "get_file", refuse)
+def _offline(monkeypatch):
+    monkeypatch.setattr(downloads, "probe", lambda url, timeout: "offline")
+    monkeypatch.setattr(downloads, "download", lambda *a, **k: pytest.fail("download called"))
 
 
 def test_weights_path_follows_keras_home(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
-    expected = (tmp_path / "kh" / "models" / lpips.VGG16_NOTOP_FILE).resolve()
+    expected = tmp_path / "kh" / "models" / downloads.VGG16_NOTOP.name
     assert lpips.vgg16_weights_path() == expected
     assert not lpips.vgg16_weights_available()
 
@@ -151,11 +148,15 @@ def test_weights_path_follows_keras_home(tmp_path, monkeypatch):
 @pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # keras h5 saver
 def test_loads_cached_imagenet_file_and_explicit_path(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
-    cached = tmp_path / "models" / lpips.VGG16_NOTOP_FILE
+    cached = tmp_path / "models" / downloads.VGG16_NOTOP.name
     vgg = _save_random_vgg(cached)
-    _no_network(monkeypatch)
+    _offline(monkeypatch)
     assert not lpips.vgg16_weights_available()  # wrong hash: not the real file
-    monkeypatch.setattr(lpips, "VGG16_NOTOP_MD5", hashlib.md5(cached.read_bytes()).hexdigest())
+    with pytest.raises(UserError, match="not usable .its checksum is wrong"):
+        lpips.fetch_vgg16_weights()  # ... so it is not used
+    digest = hashlib.md5(cached.read_bytes()).hexdigest()
+    monkeypatch.setattr(downloads, "VGG16_NOTOP",
+                        dataclasses.replace(downloads.VGG16_NOTOP, checksum=f"md5:{digest}"))
     assert lpips.vgg16_weights_available()
     for weights in ("imagenet", cached, str(cached)):
         m = lpips.LPIPS(vgg_weights=weights)
@@ -177,55 +178,32 @@ def test_bad_weight_paths_raise_user_error(tmp_path):
 def _assert_offline_message(err, keras_home):
     msg = str(err)
     assert "\n" not in msg
-    for part in (lpips.VGG16_NOTOP_FILE, str((keras_home / "models").resolve()),
-                 lpips.VGG16_NOTOP_URL, "--recon-loss l1", "path"):
+    for part in (downloads.VGG16_NOTOP.name, str(keras_home / "models"), downloads.VGG16_NOTOP.url,
+                 "LPIPS", "--recon-loss l1", "--vgg-weights PATH"):
         assert part in msg, part
 
 
 def test_offline_download_failure_is_one_line_user_error(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
-    monkeypatch.setattr(lpips, "_probe", lambda url, timeout: None)  # pretend the host answers
+    monkeypatch.setattr(downloads, "probe", lambda url, timeout: None)  # pretend the host answers
     calls = []
 
-    def offline_get_file(fname, origin, **kwargs):  # what Keras raises without network
-        calls.append((fname, origin, kwargs))
-        raise Exception(
-            f"URL fetch failure on {origin}: None -- [Errno -2] Name or service not known"
-        )
+    def offline_download(url, dest, checksum=None, **kwargs):
+        calls.append((url, dest, checksum))
+        raise downloads.DownloadError("unreachable ([Errno -2] Name or service not known)")
 
-    monkeypatch.setattr(keras.utils, "get_file", offline_get_file)
+    monkeypatch.setattr(downloads, "download", offline_download)
     with pytest.raises(UserError) as e:
         lpips.LPIPS()
     _assert_offline_message(e.value, tmp_path)
     assert "Name or service not known" in str(e.value)
-    (fname, origin, kwargs), = calls
-    assert fname == lpips.VGG16_NOTOP_FILE and origin == lpips.VGG16_NOTOP_URL
-    assert kwargs["file_hash"] == lpips.VGG16_NOTOP_MD5
-    assert kwargs["cache_dir"] == str(tmp_path.resolve())
+    vgg16 = downloads.VGG16_NOTOP
+    assert calls == [(vgg16.url, tmp_path / "models" / vgg16.name, vgg16.checksum)]
 
 
 def test_unreachable_host_skips_the_download(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
-    monkeypatch.setattr(lpips, "_probe", lambda url, timeout: "no answer within 5 s")
-    monkeypatch.setattr(keras.utils, "get_file", lambda *a, **k: pytest.fail("get_file called"))
+    _offline(monkeypatch)
     with pytest.raises(UserError) as e:
         lpips.fetch_vgg16_weights()
     _assert_offline_message(e.value, tmp_path)
-
-
-def test_probe_gives_up_quickly_on_a_silent_server():
-    """A local socket that accepts connections but never answers: the probe returns a reason."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(1)
-    try:
-        port = server.getsockname()[1]
-        reason = lpips._probe(f"http://127.0.0.1:{port}/x.h5", timeout=0.5)
-        assert reason and "\n" not in lpips._one_line(reason)
-    finally:
-        server.close()
-    closed = socket.socket()
-    closed.bind(("127.0.0.1", 0))
-    port = closed.getsockname()[1]
-    closed.close()  # nothing listens there now: refused at once
-    assert lpips._probe(f"http://127.0.0.1:{port}/x.h5", timeout=2.0)

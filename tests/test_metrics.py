@@ -10,15 +10,22 @@ import numpy as np
 import pytest
 import scipy.linalg
 
+from support import PixelBackbone
 from fastgan_tf.metrics import (
     FeatureStats,
+    MetricOptions,
     SingularCovarianceWarning,
+    calc_metric,
     compute_stats,
     evaluate_generator,
     frechet_distance,
+    is_valid_metric,
     kernel_inception_distance,
+    list_valid_metrics,
     real_stats,
+    register_metric,
 )
+from fastgan_tf.metrics import registry
 
 
 def _random_spd(rng, dim, n=None):
@@ -188,6 +195,20 @@ class FakeBackbone:
         return np.tanh(images.reshape(len(images), -1) @ self.weights / 20.0).astype(np.float32)
 
 
+def test_pixel_backbone_takes_what_the_inception_backbones_take(rng):
+    """The shared stand-in (tests/support.py): uint8 or [-1, 1] floats, grey or RGB, any size."""
+    backbone = PixelBackbone()
+    grey = rng.integers(0, 256, (3, 64, 64, 1), dtype=np.uint8)
+    rgb = np.repeat(grey, 3, axis=-1)
+    features = backbone.features(rgb)
+    assert features.shape == (3, backbone.feature_dim)
+    np.testing.assert_allclose(backbone.features(grey), features)
+    np.testing.assert_allclose(backbone.features(rgb / 127.5 - 1.0), features, atol=1e-4)
+    np.testing.assert_allclose(PixelBackbone().features(rgb[:, ::4, ::4]),
+                               backbone.features(rgb[:, ::4, ::4]))  # a fixed projection
+    assert not np.allclose(features[0], features[1])
+
+
 def _image_batches(seed, num, batch=16, shift=0.0):
     rng = np.random.default_rng(seed)
     for start in range(0, num, batch):
@@ -200,7 +221,7 @@ def test_compute_stats_streams_batches(rng):
     progress = []
     batches = _image_batches(0, 50)
     stats = compute_stats(batches, backbone, keep_features=True, progress=progress.append)
-    assert stats.count == 50 and backbone.calls == 4 and progress == [16, 32, 48, 50]
+    assert stats.count == 50 and backbone.calls == 4 and progress == [16, 16, 16, 2]  # increments
     feats = backbone.features(np.concatenate(list(_image_batches(0, 50))))
     expected_cov = np.cov(feats.astype(np.float64), rowvar=False)
     np.testing.assert_allclose(stats.cov(), expected_cov, rtol=1e-6)
@@ -265,8 +286,10 @@ def test_evaluate_generator_end_to_end(tmp_path):
 
     # Same distribution, other samples; then a shifted distribution.
     sample_fn, requested = _sampler(1)
-    same = evaluate_generator(sample_fn, 250, 64, backbone, real, **kid)
+    progress = []
+    same = evaluate_generator(sample_fn, 250, 64, backbone, real, progress=progress.append, **kid)
     assert requested == [64, 64, 64, 58] and same["num_fake"] == 250
+    assert progress == requested  # images per batch, ready for a progress bar's update()
     sample_fn, _ = _sampler(2, shift=0.3)
     shifted = evaluate_generator(sample_fn, 250, 64, backbone, real, **kid)
     assert same["fid"] < 0.1 * shifted["fid"]
@@ -290,3 +313,98 @@ def test_evaluate_generator_rejects_mismatches(tmp_path):
     other.variant = "other"
     with pytest.raises(ValueError, match="backbone"):
         evaluate_generator(sample_fn, 16, 8, other, real, metrics=("fid",))
+
+
+def test_feature_stats_save_keeps_the_old_file_when_interrupted(rng, tmp_path, monkeypatch):
+    path = tmp_path / "stats.npz"
+    stats = FeatureStats(backbone="fake")
+    stats.update(rng.normal(size=(5, 3)))
+    stats.save(path)
+    before = path.read_bytes()
+
+    def killed(file, **arrays):
+        file.write(b"half an npz")
+        raise KeyboardInterrupt  # what a Ctrl-C in the middle of the write looks like
+
+    monkeypatch.setattr(np, "savez", killed)
+    stats.update(rng.normal(size=(5, 3)))
+    with pytest.raises(KeyboardInterrupt):
+        stats.save(path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["stats.npz"]  # the partial file is gone
+
+
+# --------------------------------------------------------------------------- metric registry
+
+
+@pytest.fixture
+def scratch_registry(monkeypatch):
+    """Register test metrics into a copy of the registry, dropped after the test."""
+    monkeypatch.setattr(registry, "_metric_dict", dict(registry._metric_dict))
+
+
+def test_fid_and_kid_are_the_registered_metrics():
+    assert list_valid_metrics() == ["fid", "kid"]
+    assert is_valid_metric("kid") and not is_valid_metric("is")
+    assert [m.needs_features for m in registry.lookup_metrics(["kid", "fid", "kid"])] == [False,
+                                                                                          True]
+
+
+def test_registered_fid_and_kid_are_the_plain_formulas(tmp_path):
+    backbone = FakeBackbone()
+    real = real_stats(tmp_path, "d", 8, lambda: _image_batches(0, 60), backbone)
+    fake = compute_stats(_image_batches(1, 50, shift=0.2), backbone, keep_features=True)
+    options = MetricOptions(kid_subsets=7, kid_subset_size=40, seed=3)
+    assert calc_metric("fid", real, fake, options) == {
+        "fid": frechet_distance(real.mean(), real.cov(), fake.mean(), fake.cov())}
+    mean, std = kernel_inception_distance(real.features, fake.features, 7, 40, 3)
+    assert calc_metric("kid", real, fake, options) == {"kid_mean": mean, "kid_std": std,
+                                                       "kid_subset_size": 40}
+    # evaluate_generator reports exactly these, computed on the same fake statistics
+    result = evaluate_generator(_sampler(1, shift=0.2)[0], 50, 16, backbone, real,
+                                kid_subsets=7, kid_subset_size=40, seed=3)
+    assert result == {"backbone": "fake", "num_fake": 50, "num_real": 60,
+                      **calc_metric("fid", real, fake, options),
+                      **calc_metric("kid", real, fake, options)}
+
+
+def test_unknown_metric_names_list_the_valid_ones(tmp_path):
+    real = FeatureStats()
+    with pytest.raises(ValueError, match=r"unknown metrics \['is', 'pr'\]; choose from fid, kid"):
+        evaluate_generator(_sampler(1)[0], 16, 8, FakeBackbone(), real, metrics=("fid", "is", "pr"))
+    with pytest.raises(ValueError, match="choose from fid, kid"):
+        calc_metric("is", real, real)
+
+
+def test_a_new_metric_is_one_function_and_a_decorator(tmp_path, scratch_registry):
+    seen = {}
+
+    @register_metric("mean_gap", needs_features=False)
+    def mean_gap(real, fake, options):
+        seen["fake_features"] = fake.features
+        return {"mean_gap": float(np.abs(real.mean() - fake.mean()).max())}
+
+    backbone = FakeBackbone()
+    real = real_stats(tmp_path, "d", 8, lambda: _image_batches(0, 40), backbone)
+    backbone.calls = 0
+    result = evaluate_generator(_sampler(1)[0], 40, 16, backbone, real,
+                                metrics=("mean_gap", "fid", "kid"), kid_subsets=3)
+    assert backbone.calls == 3  # the generated images were embedded once, for all three metrics
+    assert list(result) == ["backbone", "num_fake", "num_real", "fid", "kid_mean", "kid_std",
+                            "kid_subset_size", "mean_gap"]  # registration order
+    assert result["mean_gap"] > 0.0 and "mean_gap" in list_valid_metrics()
+
+    evaluate_generator(_sampler(1)[0], 16, 16, backbone, real, metrics=("mean_gap",))
+    assert seen["fake_features"] is None  # no metric needed rows, so none were kept
+    with pytest.raises(ValueError, match="already registered"):
+        register_metric("mean_gap", needs_features=False)(mean_gap)
+
+
+def test_a_metric_needing_rows_refuses_stats_without_them(scratch_registry):
+    register_metric("rows", needs_features=True)(lambda real, fake, options: {})
+    with_rows, without = FeatureStats(keep_features=True), FeatureStats()
+    for stats in (with_rows, without):
+        stats.update(np.eye(3))
+    assert calc_metric("rows", with_rows, with_rows) == {}
+    with pytest.raises(ValueError, match="ROWS needs fake features"):
+        calc_metric("rows", with_rows, without)

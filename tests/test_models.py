@@ -200,6 +200,54 @@ def test_noise_seeds_and_state():
     assert s2 == [s[0] for s in seeds] and s2 != s3
 
 
+def _twin_generators(resolution, **kwargs):
+    """Two generators with equal weights and state, their noise inputs visible in the output."""
+    twins = [Generator(resolution, ngf=8, nz=16, seed=3, **kwargs).build_for_restore()
+             for _ in range(2)]
+    twins[1].set_weights(twins[0].get_weights())
+    for g in twins:
+        for v in g.trainable_variables:
+            if v.path.endswith("weight"):  # NoiseInjection weights start at 0
+                v.assign(0.5)
+    return twins
+
+
+@pytest.mark.parametrize("resolution", [64, 128, 256])
+def test_feature_and_synthesis_stages_reproduce_call(resolution):
+    a, b = _twin_generators(resolution)
+    z = tf.random.normal((3, 16), seed=1)
+    seed = tf.constant([1, 2], tf.int64)
+    feats = b.features(z, training=False, noise_seed=seed)
+    assert sorted(feats) == [4, 8, 16, 32]  # every feature that gates a later stage
+    assert all(f.shape[1] == r for r, f in feats.items())
+    for got, expect in zip(b.synthesize(feats, feats, training=False, noise_seed=seed),
+                           a(z, training=False, noise_seed=seed)):
+        np.testing.assert_array_equal(got.numpy(), expect.numpy())
+    # Training calls too: same outputs, and the same state updates (SN u, BN moving statistics,
+    # noise counters), i.e. the same ops in the same order.
+    feats = b.features(z, training=True)
+    for got, expect in zip(b.synthesize(feats, feats, training=True), a(z, training=True)):
+        np.testing.assert_array_equal(got.numpy(), expect.numpy())
+    assert_same_state(state(a), b)
+
+
+def test_synthesis_takes_its_gates_from_the_given_features():
+    g, _ = _twin_generators(256)
+    plain, _ = _twin_generators(256, sle=False)
+    z1, z2 = tf.random.normal((2, 16), seed=2), tf.random.normal((2, 16), seed=3)
+    seed = tf.constant([0, 0], tf.int64)
+
+    def big(model, content_z, gates_z):
+        content = model.features(content_z, training=False, noise_seed=seed)
+        gates = model.features(gates_z, training=False, noise_seed=seed)
+        return model.synthesize(content, gates, training=False, noise_seed=seed)[0].numpy()
+
+    assert not np.allclose(big(g, z1, z1), big(g, z1, z2))
+    # Without SLE nothing is gated: the gating features are not used.
+    np.testing.assert_array_equal(big(plain, z1, z2),
+                                  plain(z1, training=False, noise_seed=seed)[0].numpy())
+
+
 def test_seed_none_is_reproducible_with_set_random_seed():
     keras.utils.set_random_seed(7)
     a = Generator(64, ngf=16).build_for_restore()

@@ -8,6 +8,7 @@ import pytest
 
 from fastgan_tf import config
 from fastgan_tf.cli.train import build_parser
+from fastgan_tf.training import registry
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 HEADER = "| option | default | meaning |"
@@ -83,5 +84,5 @@ def test_only_typed_flags_override_the_config_file():
 
 def test_choices_come_from_the_config():
     choices = {a.dest: a.choices for a in build_parser()._actions if a.choices}
-    assert choices["model"] == tuple(config.FIELDS["model"].metadata["choices"])
+    assert choices["model"] == tuple(registry.MODELS)
     assert choices["resolution"] == config.RESOLUTIONS

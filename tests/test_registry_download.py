@@ -1,25 +1,22 @@
-"""Named datasets: registry table, HTTP download/resume/checksum, safe extraction, resolve_dataset.
+"""Named datasets: registry table, safe extraction, resolve_dataset and its downloads.
 
-Every network test talks to a loopback http.server on 127.0.0.1 (port 0, daemon thread) that
-shuts itself down after at most 60 s; the server records each request so the tests can assert
-what the client sent (Range headers, User-Agent).
+The downloader itself (resume, checksums) is tested in test_downloads.py, whose loopback
+http.server on 127.0.0.1 these tests use too.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import re
 import stat
-import threading
 import zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from fastgan_tf import downloads
 from fastgan_tf.data import registry
 from fastgan_tf.data import resolve as resolve_mod
 from fastgan_tf.data.__main__ import main as cli_main
@@ -32,104 +29,13 @@ from fastgan_tf.data.archive import (
     safe_member_path,
     sniff_suffix,
 )
-from fastgan_tf.data.download import ChecksumError, DownloadError, download
 from fastgan_tf.data.registry import DatasetInfo, Source
 from fastgan_tf.data.resolve import MARKER, default_data_dir, resolve_dataset
 from fastgan_tf.errors import UserError
+from test_downloads import sha
 
 
 # -- fixtures ---------------------------------------------------------------------------------
-
-class LoopbackServer:
-    """Serves `files` (path -> bytes) with Range support and scripted misbehaviour."""
-
-    def __init__(self):
-        self.files: dict[str, bytes] = {}
-        self.cut_once: set[str] = set()  # first full response: send half, then close
-        self.ignore_range: set[str] = set()
-        self.errors: dict[str, int] = {}
-        self.redirects: dict[str, str] = {}  # like the Hub's resolve/ URLs -> CDN
-        self.requests: list[tuple[str, str | None, str | None]] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            timeout = 10
-
-            def do_GET(self):  # noqa: N802 (http.server API)
-                path = self.path
-                server.requests.append((path, self.headers.get("Range"),
-                                        self.headers.get("User-Agent")))
-                if path in server.errors:
-                    self.send_error(server.errors[path])
-                    return
-                if path in server.redirects:
-                    self.send_response(302)
-                    self.send_header("Location", server.redirects[path])
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                data = server.files.get(path)
-                if data is None:
-                    self.send_error(404)
-                    return
-                start = 0
-                header = self.headers.get("Range")
-                if header and path not in server.ignore_range:
-                    start = int(re.fullmatch(r"bytes=(\d+)-", header).group(1))
-                    if start >= len(data):
-                        self.send_response(416)
-                        self.send_header("Content-Range", f"bytes */{len(data)}")
-                        self.send_header("Content-Length", "0")
-                        self.end_headers()
-                        return
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-                else:
-                    self.send_response(200)
-                body = data[start:]
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if path in server.cut_once:
-                    server.cut_once.discard(path)
-                    self.wfile.write(body[: len(body) // 2])
-                    self.close_connection = True
-                    return
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever,
-                                       kwargs={"poll_interval": 0.05}, daemon=True)
-        self.deadline = threading.Timer(60.0, self.httpd.shutdown)  # stops by itself
-        self.deadline.daemon = True
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
-
-    def paths_requested(self) -> list[str]:
-        return [p for p, _, _ in self.requests]
-
-    def start(self):
-        self.thread.start()
-        self.deadline.start()
-        return self
-
-    def stop(self):
-        self.deadline.cancel()
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=5)
-
-
-@pytest.fixture
-def server():
-    srv = LoopbackServer().start()
-    yield srv
-    srv.stop()
-
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch, tmp_path):
@@ -155,14 +61,6 @@ def make_zip(members: dict[str, bytes]) -> bytes:
 
 def dataset_zip(n: int = 5, folder: str = "100-shot-obama/img") -> bytes:
     return make_zip({f"{folder}/{i:03d}.png": png_bytes(i) for i in range(n)})
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def payload(n: int = 200_000) -> bytes:
-    return np.random.default_rng(7).integers(0, 256, n, dtype=np.uint8).tobytes()
 
 
 # -- registry ---------------------------------------------------------------------------------
@@ -198,73 +96,26 @@ def test_default_data_dir(monkeypatch, tmp_path):
     assert default_data_dir() == tmp_path / "mine"
 
 
-# -- download ---------------------------------------------------------------------------------
-
-def test_download_plain(server, tmp_path):
-    data = payload()
-    server.files["/f.bin"] = data
-    out = download(server.url("/f.bin"), tmp_path / "f.bin", sha(data), progress=False)
-    assert out.read_bytes() == data
-    assert not (tmp_path / "f.bin.part").exists()
-    (_, range_header, agent), = server.requests
-    assert range_header is None and agent.startswith("fastgan-tf/")
-
-
-def test_download_resumes_after_cut_connection(server, tmp_path):
-    data = payload()
-    server.files["/f.bin"] = data
-    server.cut_once.add("/f.bin")
-    out = download(server.url("/f.bin"), tmp_path / "f.bin", progress=False, timeout=5)
-    assert out.read_bytes() == data  # byte-identical
-    assert [r for _, r, _ in server.requests] == [None, f"bytes={len(data) // 2}-"]
-
-
-def test_resume_survives_a_redirect(server, tmp_path):
-    data = payload()
-    server.files["/cdn/f.bin"] = data
-    server.redirects["/resolve/f.bin"] = "/cdn/f.bin"
-    server.cut_once.add("/cdn/f.bin")
-    out = download(server.url("/resolve/f.bin"), tmp_path / "f.bin", sha(data), progress=False)
-    assert out.read_bytes() == data
-    assert [(p, r) for p, r, _ in server.requests][-2:] == [
-        ("/resolve/f.bin", f"bytes={len(data) // 2}-"), ("/cdn/f.bin", f"bytes={len(data) // 2}-")]
-
-
-def test_download_resumes_a_part_file_from_an_earlier_run(server, tmp_path):
-    data = payload()
-    server.files["/f.bin"] = data
-    (tmp_path / "f.bin.part").write_bytes(data[:12345])
-    out = download(server.url("/f.bin"), tmp_path / "f.bin", sha(data), progress=False)
-    assert out.read_bytes() == data
-    assert [r for _, r, _ in server.requests] == ["bytes=12345-"]
-
-
-def test_server_ignoring_range_restarts_instead_of_appending(server, tmp_path):
-    data = payload()
-    server.files["/f.bin"] = data
-    server.ignore_range.add("/f.bin")
-    (tmp_path / "f.bin.part").write_bytes(b"x" * 999)  # stale bytes that must not survive
-    out = download(server.url("/f.bin"), tmp_path / "f.bin", progress=False)
-    assert out.read_bytes() == data
-
-
-def test_checksum_mismatch_is_clear_and_discards_the_file(server, tmp_path):
-    data = payload()
-    server.files["/f.bin"] = data
-    with pytest.raises(ChecksumError, match="checksum mismatch.*deleted"):
-        download(server.url("/f.bin"), tmp_path / "f.bin", "0" * 64, progress=False)
-    assert not (tmp_path / "f.bin").exists() and not (tmp_path / "f.bin.part").exists()
-
-
-def test_http_errors_are_download_errors(server, tmp_path):
-    server.errors["/broken"] = 500
-    with pytest.raises(DownloadError, match="HTTP 404"):
-        download(server.url("/missing"), tmp_path / "a", progress=False)
-    with pytest.raises(DownloadError, match="HTTP 500"):
-        download(server.url("/broken"), tmp_path / "b", progress=False)
-
-
 # -- resolve_dataset through the mirror -------------------------------------------------------
+
+def test_named_datasets_download_through_the_one_download_function(tmp_path, monkeypatch):
+    archive = dataset_zip(2, folder="pics")
+    calls = []
+
+    def fake_download(url, dest, checksum=None, **kwargs):
+        calls.append((url, checksum))
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(archive)
+        return dest
+
+    url = "https://example.invalid/tiny.zip"
+    entry = DatasetInfo("tiny", "t", 2, 64, (Source((url,), "zip", sha256=(sha(archive),)),),
+                        "l", "c")
+    monkeypatch.setattr(registry, "DATASETS", (entry,))
+    monkeypatch.setattr(downloads, "download", fake_download)
+    assert len(list(resolve_dataset("tiny", tmp_path, progress=False).root.iterdir())) == 2
+    assert calls == [(url, sha(archive))]
+
 
 def test_mirror_download_extracts_once_and_falls_through(server, tmp_path, monkeypatch):
     archive = dataset_zip(5)

@@ -378,6 +378,7 @@ def test_ctrl_c_during_shutdown_cannot_turn_exit_130_into_a_signal_death(how):
         signal.signal(signal.SIGINT, before)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
 def test_ctrl_c_while_a_finished_run_shuts_down_keeps_exit_0(tmp_path):
     """A Ctrl-C that lands after training finished, while TensorFlow's exit handlers run, must
@@ -394,6 +395,7 @@ def test_ctrl_c_while_a_finished_run_shuts_down_keeps_exit_0(tmp_path):
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
 
 
+@pytest.mark.slow
 def test_kills_at_any_instant_and_ctrl_c_twice_keep_checkpoints_and_bit_exact(data, tmp_path):
     """SIGKILL inside a checkpoint write, then at a random moment, then Ctrl-C twice: after
     each, every listed checkpoint reads; finished, the run equals an uninterrupted one bit for

@@ -74,6 +74,7 @@ def _batch_independent(monkeypatch):
                         lambda self, x, training=False, noise_seed=None: x + 0.0 * self.weight)
 
 
+@pytest.mark.slow
 def test_accumulating_2x4_gives_the_update_of_1x8(monkeypatch):
     """Exact up to float rounding once BatchNorm's statistics do not depend on the batch.
 
@@ -108,6 +109,7 @@ def test_accumulate_must_divide_the_batch():
 
 
 # --------------------------------------------------------------------------- mixed precision
+@pytest.mark.slow
 def test_mixed_precision_trains_with_float32_master_weights(tmp_path):
     set_policy(True)
     gan = _gan(_cfg(batch_size=4), mixed=True)
@@ -150,6 +152,7 @@ def test_xla_step_compiles_once_and_matches_the_plain_step():
 
 
 # --------------------------------------------------------------------------- memory estimate
+@pytest.mark.slow
 def test_dry_run_prints_a_memory_estimate_that_scales_with_the_micro_batch(image_folder, tmp_path,
                                                                           capsys):
     from fastgan_tf.cli.train import main

@@ -236,6 +236,7 @@ def test_mixed_float16_smoke():
         assert all(gr is not None and np.all(np.isfinite(gr.numpy())) for gr in grads)
 
 
+@pytest.mark.slow
 def test_one_training_step_under_tf_function():
     """A D step then a G step (BCE, Adam 5e-4, betas 0.5/0.999) compile and move every weight."""
     g, d = SSDGenerator(nz=16, ngf=4), SSDDiscriminator(ndf=4)

@@ -2,6 +2,8 @@
 
 import json
 import os
+import platform
+import re
 import signal
 import subprocess
 import sys
@@ -33,6 +35,7 @@ def test_dry_run_prints_config_params_and_dataset(image_folder, tmp_path, capsys
     assert not (tmp_path / "runs").exists()  # a dry run writes no run folder
 
 
+@pytest.mark.slow
 def test_reference_parameter_counts_in_dry_run(image_folder, tmp_path, capsys):
     main(["--dataset", str(image_folder), "--recon-loss", "l1", "--dry-run",
           "--out", str(tmp_path)])
@@ -48,7 +51,7 @@ def test_demo_brings_its_own_defaults_and_flags_still_win(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--dataset", "/no/such/folder"], "/no/such/folder"),
-    (["--dataset", "demo", "--resolution", "100"], "not supported"),
+    (["--dataset", "demo", "--resolution", "100"], "invalid choice: 100"),
     (["--dataset", "demo", "--epochs", "ten"], "invalid int value"),
     (["--dataset", "demo", "--batch-size", "1000"], "larger than the dataset"),
     (["--dataset", "demo", "--recon-loss", "lpips", "--vgg-weights", "/nope.h5"], "/nope.h5"),
@@ -60,6 +63,7 @@ def test_bad_input_is_one_line_and_exit_2(argv, message, tmp_path, capsys):
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_short_training_run_writes_everything(image_folder, tmp_path):
     out = tmp_path / "runs"
     argv = ["--dataset", str(image_folder), "--epochs", "2", "--out", str(out), "--run-name", "r",
@@ -142,3 +146,22 @@ def test_resume_after_sigkill_and_ctrl_c_is_bit_exact(tmp_path):
     assert a.keys() == b.keys() and len(a) > 50
     different = [k for k in a if not np.array_equal(a[k], b[k])]
     assert different == []
+
+
+@pytest.mark.slow
+def test_tensorflow_start_up_chatter_is_hidden_unless_verbose(tmp_path):
+    """absl, oneDNN and CPU-feature lines from TensorFlow's C++ side must not precede ours."""
+    env = {k: v for k, v in _env().items() if k not in ("TF_CPP_MIN_LOG_LEVEL",
+                                                         "TF_ENABLE_ONEDNN_OPTS")}
+
+    def chatter(*extra):
+        done = subprocess.run([sys.executable, str(REPO / "train.py"), "--dataset", "demo",
+                               "--dry-run", "--out", str(tmp_path), *extra], env=env, cwd=REPO,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        return [line for line in done.stderr.splitlines()
+                if re.match(r"[IWEF]\d{4} ", line) or "absl::" in line or "oneDNN" in line]
+
+    assert chatter() == []
+    if platform.machine().lower() in ("x86_64", "amd64"):  # TensorFlow announces oneDNN there
+        assert chatter("--verbose")

@@ -4,10 +4,12 @@ import json
 
 import pytest
 
+from support import PixelBackbone  # a fast stand-in for Inception
 from fastgan_tf.cli.train import main
 from fastgan_tf.errors import UserError
-from fastgan_tf.faults import PixelBackbone  # a fast stand-in for Inception
 from fastgan_tf.runs import load_generator
+
+pytestmark = pytest.mark.slow  # short training runs with FID every epoch
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
-"""What every command-line entry point shares: logging to stderr, a quiet TensorFlow, one-line
-errors and exit codes."""
+"""What every command-line entry point shares: messages on stderr (see console.py), a quiet
+TensorFlow, one-line errors and exit codes."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from fastgan_tf.console import configure_logging
 from fastgan_tf.errors import UserError, one_line
 
 EXIT_USER_ERROR = 2
@@ -27,44 +28,6 @@ class ArgumentParser(argparse.ArgumentParser):
 def add_verbose_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verbose", action="store_true", default=False,
                         help="debug messages, and TensorFlow's own start-up and device messages")
-
-
-# ----------------------------------------------------------------------------- logging
-class _StderrHandler(logging.Handler):
-    """Writes to whatever `sys.stderr` is at the time (test captures swap it), through
-    `tqdm.write` so that a message never garbles a progress bar being drawn."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        from tqdm import tqdm
-
-        try:
-            tqdm.write(self.format(record), file=sys.stderr)
-            sys.stderr.flush()
-        except Exception:  # noqa: BLE001 - logging must never raise
-            self.handleError(record)
-
-
-class _Formatter(logging.Formatter):
-    """Status lines as they are; warnings and errors prefixed, as the CLIs always printed them."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
-        if record.levelno >= logging.ERROR:
-            return f"error: {message}"
-        if record.levelno >= logging.WARNING:
-            return f"warning: {message}"
-        return message
-
-
-def configure_logging(verbose: bool = False) -> None:
-    """Send the package's log records (and progress bars) to stderr; DEBUG with --verbose."""
-    logger = logging.getLogger("fastgan_tf")
-    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
-        handler = _StderrHandler()
-        handler.setFormatter(_Formatter())
-        logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
-    logger.propagate = False
 
 
 # ----------------------------------------------------------------------------- TensorFlow

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -76,8 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: the run's fid_backbone (keras)")
     m.add_argument("--inception-weights", metavar="PATH",
                    help="backbone weights file, for offline use (.h5, or .tgz/.pb for standard)")
-    m.add_argument("--kid-subsets", type=_positive, default=100, help=argparse.SUPPRESS)
-    m.add_argument("--backbone-input-size", type=int, help=argparse.SUPPRESS)  # tests only
+    m.add_argument("--kid-subsets", type=_positive, default=100, metavar="N",
+                   help="KID: average over N random subsets of up to 1000 images; default 100")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     return p
 
@@ -117,7 +115,8 @@ def _run_dir(args: argparse.Namespace) -> Path:
 
 def _load(run: Path, which: str):
     from fastgan_tf.errors import UserError
-    from fastgan_tf.runs import load_generator, read_best
+    from fastgan_tf.runs import load_generator
+    from fastgan_tf.training.fid import read_best
 
     best = read_best(run) if which == "best" else None
     if which == "best" and not (run / "best").is_dir():
@@ -144,49 +143,17 @@ def _emit(args: argparse.Namespace, result: dict, line: str) -> None:
 
 
 def _metrics(args, run, loaded, info) -> dict:
-    from fastgan_tf.errors import UserError
-    from fastgan_tf.metrics import load_backbone, real_stats_path
-    from fastgan_tf.paths import cache_dir
-    from fastgan_tf.progress import ProgressBar
-    from fastgan_tf.scoring import real_feature_stats, score_generator
-    from fastgan_tf.training.dataset import load_training_images
+    from fastgan_tf.evaluation import score_run
 
-    cfg = loaded.config
-    name = args.backbone or getattr(cfg, "fid_backbone", "keras")
-    weights = args.inception_weights
-    if weights is None and name == getattr(cfg, "fid_backbone", "keras"):
-        weights = getattr(cfg, "inception_weights", None)  # what the run trained with, offline
-    try:  # Keras announces downloads on stdout, which must stay clean for --json
-        with contextlib.redirect_stdout(sys.stderr):
-            backbone = load_backbone(name, weights=weights or "imagenet",
-                                     batch_size=args.batch_size,
-                                     input_size=args.backbone_input_size)
-    except UserError as e:  # the library's hint names its Python argument; say the flag
-        raise UserError(str(e).replace("pass weights=PATH", "pass --inception-weights PATH")) \
-            from None
-    data = load_training_images(cfg)
-    cached = real_stats_path(cache_dir() / "fid", data.fingerprint, cfg.resolution,
-                             backbone).exists()
-    if not cached:
-        print(f"Computing {name} statistics of {len(data.images)} training images (cached for "
-              "next time)", file=sys.stderr, flush=True)
-    real = real_feature_stats(data.images, data.fingerprint, backbone, args.batch_size)
     metrics = tuple(m for m in ("fid", "kid") if getattr(args, m))
-    start = time.monotonic()
-    with ProgressBar(total=args.num_samples, desc="scoring", unit="img") as bar, \
-            warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = score_generator(loaded.generator, backbone, real, args.num_samples, metrics,
-                                 seed=args.seed, batch_size=args.batch_size,
-                                 kid_subsets=args.kid_subsets,
-                                 progress=lambda done: bar.update(done - bar.n))
+        record = score_run(run, loaded, metrics, info, backbone=args.backbone,
+                           weights=args.inception_weights, num_samples=args.num_samples,
+                           seed=args.seed, batch_size=args.batch_size,
+                           kid_subsets=args.kid_subsets)
     for message in dict.fromkeys(str(w.message) for w in caught):
         print(f"note: {message}", file=sys.stderr)
-    record = {**info, **result, "seed": args.seed, "dataset": cfg.dataset,
-              "real_stats_cached": cached, "seconds": round(time.monotonic() - start, 1),
-              "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    with open(run / "evaluations.jsonl", "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
     return record
 
 
@@ -206,7 +173,7 @@ def metrics_line(r: dict) -> str:
 
 def _generate(args, out_dir, loaded, info):
     from fastgan_tf import generation
-    from fastgan_tf.progress import ProgressBar
+    from fastgan_tf.progress import progress
 
     g, num = loaded.generator, args.generate or 16
     if args.grid:
@@ -214,9 +181,9 @@ def _generate(args, out_dir, loaded, info):
         generation.save_grid(g, num, path, args.seed, args.truncation, args.batch_size)
         return {**info, "action": "grid", "count": num, "file": str(path)}, \
             f"Wrote a grid of {num} samples to {path}"
-    with ProgressBar(total=num, desc="generating", unit="img") as bar:
+    with progress(total=num, desc="generating", unit="img") as bar:
         paths = generation.save_samples(g, num, out_dir, args.seed, args.truncation,
-                                        args.batch_size, lambda done: bar.update(done - bar.n))
+                                        args.batch_size, bar.update)
     return {**info, "action": "generate", "count": len(paths), "out_dir": str(out_dir),
             "files": [p.name for p in paths]}, \
         f"Wrote {len(paths)} samples to {out_dir} ({paths[0].name} .. {paths[-1].name})"

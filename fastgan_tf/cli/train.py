@@ -17,6 +17,7 @@ from fastgan_tf.cli.common import (
     deterministic_tensorflow,
     run_cli,
 )
+from fastgan_tf.training import options
 
 _TYPES = {"int": int, "float": float, "str": str, "str | None": str}
 
@@ -41,7 +42,7 @@ def _add_option(group, name: str, f) -> None:
         group.add_argument(config.flag(name), type=_bool, metavar="true|false",
                            help=text.replace("%", "%%"))
     else:
-        choices = meta.get("choices")
+        choices = options.choices(name)
         group.add_argument(config.flag(name), type=_TYPES[f.type], choices=choices,
                            metavar=None if choices else name.upper(), help=text.replace("%", "%%"))
 
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     def run(args: argparse.Namespace) -> int:
         from fastgan_tf.training.loop import dry_run, train
 
-        cfg = config.resolve(_settings(args), config_file=args.config)
+        cfg = options.resolve_config(_settings(args), config_file=args.config)
         if args.dry_run:
             print(json.dumps(dry_run(cfg), indent=2))
             return 0

@@ -11,6 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from fastgan_tf.console import configure_logging
 from fastgan_tf.data import registry
 from fastgan_tf.data.archive import parquet_available
 from fastgan_tf.data.resolve import (
@@ -83,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    configure_logging()  # download progress and status lines go to stderr
     data_dir = args.data_dir.expanduser() if args.data_dir else default_data_dir()
     try:
         if args.command == "list":

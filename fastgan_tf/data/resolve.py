@@ -18,13 +18,14 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import logging
 import os
 import re
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from fastgan_tf import downloads
 from fastgan_tf.data import registry
 from fastgan_tf.data.archive import (
     ArchiveError,
@@ -33,10 +34,10 @@ from fastgan_tf.data.archive import (
     remove_tree,
     safe_extract_zip,
 )
-from fastgan_tf.data.download import DownloadError, download, fetch_text, sha256_file
 from fastgan_tf.data.images import discover_images
 from fastgan_tf.data.registry import DatasetInfo, Source
-from fastgan_tf.errors import UserError
+from fastgan_tf.downloads import DownloadError, fetch_text, sha256_file
+from fastgan_tf.errors import UserError, one_line
 from fastgan_tf.io import atomic_write_text
 from fastgan_tf.paths import cache_dir
 
@@ -44,6 +45,8 @@ MARKER = ".complete.json"
 MIRROR_ENV = "FASTGAN_DATA_MIRROR"
 DATA_ENV = "FASTGAN_DATA"
 MIRROR_NOTE = "FASTGAN_DATA_MIRROR"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -61,15 +64,6 @@ def default_data_dir() -> Path:
     if os.environ.get(DATA_ENV):
         return Path(os.environ[DATA_ENV]).expanduser()
     return cache_dir() / "datasets"
-
-
-def _say(enabled: bool, message: str) -> None:
-    if enabled:
-        print(message, file=sys.stderr, flush=True)
-
-
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
 
 
 # -- completeness marker ----------------------------------------------------------------------
@@ -181,7 +175,7 @@ def _expand_nested_zips(folder: Path) -> None:
 
 # -- installing into the cache ----------------------------------------------------------------
 
-def _swap_into_place(tmp: Path, target: Path, progress: bool) -> None:
+def _swap_into_place(tmp: Path, target: Path) -> None:
     """Rename the finished temporary folder to `target`, moving any hand-made folder aside."""
     if target.exists():
         if complete_root(target) is not None:  # another process finished first
@@ -190,15 +184,14 @@ def _swap_into_place(tmp: Path, target: Path, progress: bool) -> None:
             stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
             aside = target.with_name(f"{target.name}.backup-{stamp}")
             target.rename(aside)
-            _say(progress, f"{target} had files but no {MARKER}: moved to {aside}")
+            log.warning(f"{target} had files but no {MARKER}: moved to {aside}")
         else:
             target.rmdir()
     os.replace(tmp, target)
 
 
 def _extract_to_cache(kind: str, files: list[Path], target: Path, source: str, *,
-                      include=None, nested: bool = False, expected: int | None = None,
-                      progress: bool = True) -> Path:
+                      include=None, nested: bool = False, expected: int | None = None) -> Path:
     """Extract into `<target>.tmp-*`, check for images, write the marker, rename into place."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
@@ -211,9 +204,9 @@ def _extract_to_cache(kind: str, files: list[Path], target: Path, source: str, *
         if found == 0:
             raise ArchiveError("no images inside")
         if expected is not None and found != expected:
-            _say(progress, f"note: {target.name} has {found} images, {expected} expected")
+            log.warning(f"{target.name} has {found} images, {expected} expected")
         _write_marker(tmp, root, found, source, [sha256_file(f) for f in files])
-        _swap_into_place(tmp, target, progress)
+        _swap_into_place(tmp, target)
     finally:
         remove_tree(tmp)
     root = complete_root(target)
@@ -223,26 +216,27 @@ def _extract_to_cache(kind: str, files: list[Path], target: Path, source: str, *
 
 
 def _install(info: DatasetInfo, source: Source, data_dir: Path, progress: bool) -> Path:
-    downloads = data_dir / ".downloads" / info.name
+    pending = data_dir / ".downloads" / info.name
     files = []
     for i, url in enumerate(source.urls):
         checksum = source.checksum(i)
         if checksum is None and source.note == MIRROR_NOTE:
             checksum = _mirror_checksum(url)
-        _say(progress, f"downloading {info.name} from {url}")
-        files.append(download(url, downloads / _file_name(url, i), checksum, progress=progress))
+        log.info(f"downloading {info.name} from {url}")
+        dest = pending / _file_name(url, i)
+        files.append(downloads.download(url, dest, checksum, progress=progress))
     try:
         include = _bundle_filter(source.subdir) if source.subdir else None
         root = _extract_to_cache(source.kind, files, data_dir / info.name, source.urls[0],
                                  include=include, nested=bool(source.subdir),
-                                 expected=info.count, progress=progress)
+                                 expected=info.count)
     except ArchiveError:
         for f in files:  # a bad archive must not be picked up again by the next run
             f.unlink(missing_ok=True)
         raise
     for f in files:
         f.unlink(missing_ok=True)
-    for folder in (downloads, downloads.parent):  # leave no empty bookkeeping folders behind
+    for folder in (pending, pending.parent):  # leave no empty bookkeeping folders behind
         try:
             folder.rmdir()
         except OSError:
@@ -265,17 +259,17 @@ def _resolve_named(info: DatasetInfo, data_dir: Path, progress: bool) -> Resolve
         try:
             root = _install(info, source, data_dir, progress)
         except (DownloadError, ArchiveError, OSError) as err:
-            tried.append(f"{where} ({_one_line(err)})")
-            _say(progress, f"source failed: {where}: {_one_line(err)}")
+            tried.append(f"{where} ({one_line(err)})")
+            log.warning(f"source failed: {where}: {one_line(err)}")
             continue
-        _say(progress, f"{info.name}: {count_images(root)} images in {root}")
-        _say(progress, f"licence: {info.credit()}")
+        log.info(f"{info.name}: {count_images(root)} images in {root}")
+        log.info(f"licence: {info.credit()}")
         return ResolvedDataset(root, info.name, info)
 
     found = count_images(target)
     if found:
-        _say(progress, f"using the {found} images already in {target} "
-                       f"(no {MARKER}: not checked against the registry)")
+        log.warning(f"using the {found} images already in {target} "
+                    f"(no {MARKER}: not checked against the registry)")
         return ResolvedDataset(target.resolve(), info.name, info, complete=False)
     how_many = f"{info.count} " if info.count else ""
     raise UserError(
@@ -285,18 +279,18 @@ def _resolve_named(info: DatasetInfo, data_dir: Path, progress: bool) -> Resolve
     )
 
 
-def _resolve_zip(path: Path, data_dir: Path, progress: bool) -> ResolvedDataset:
+def _resolve_zip(path: Path, data_dir: Path) -> ResolvedDataset:
     st = path.stat()
     key = hashlib.sha256(f"{path.name}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:12]
     stem = re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem) or "dataset"
     target = data_dir / "zips" / f"{stem}-{key}"
     root = complete_root(target)
     if root is None:
-        _say(progress, f"extracting {path} into {target}")
+        log.info(f"extracting {path} into {target}")
         try:
-            root = _extract_to_cache("zip", [path], target, str(path.resolve()), progress=progress)
+            root = _extract_to_cache("zip", [path], target, str(path.resolve()))
         except ArchiveError as err:
-            raise UserError(f"cannot use {path} as a dataset: {_one_line(err)}") from None
+            raise UserError(f"cannot use {path} as a dataset: {one_line(err)}") from None
     return ResolvedDataset(root, path.stem, None)
 
 
@@ -311,7 +305,9 @@ def _unknown(spec: str) -> UserError:
 def resolve_dataset(name_or_path: str | os.PathLike, data_dir: Path | str | None = None,
                     progress: bool = True) -> ResolvedDataset:
     """A folder is used as it is; a .zip is extracted into the cache; a registry name is taken
-    from the cache or downloaded (mirror or public sources) and extracted. UserError otherwise."""
+    from the cache or downloaded (mirror or public sources) and extracted. UserError otherwise.
+
+    `progress` shows download progress bars; what happens is logged either way."""
     spec = str(name_or_path).strip()
     data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
     path = Path(spec).expanduser()
@@ -320,7 +316,7 @@ def resolve_dataset(name_or_path: str | os.PathLike, data_dir: Path | str | None
         return ResolvedDataset(path, path.name, None)
     if spec and path.is_file():
         if path.suffix.lower() == ".zip":
-            return _resolve_zip(path, data_dir, progress)
+            return _resolve_zip(path, data_dir)
         raise UserError(f"--dataset {spec}: a file that is not a .zip; pass a folder of images, "
                         "a .zip of one, or a dataset name (`python -m fastgan_tf.data list`)")
     info = registry.get(spec) if spec else None

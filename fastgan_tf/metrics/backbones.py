@@ -10,12 +10,7 @@ of at most `batch_size` under a tf.function. Float images are first quantised to
 saved PNG, so generated images are measured the way stored real images are.
 """
 
-import os
-import shutil
-import sys
 import tarfile
-import tempfile
-import urllib.request
 from pathlib import Path
 
 import keras
@@ -23,25 +18,15 @@ import numpy as np
 import tensorflow as tf
 from google.protobuf.message import DecodeError
 
-from fastgan_tf.errors import UserError
+from fastgan_tf import downloads
+from fastgan_tf.downloads import INCEPTION_GRAPH_FILE as STANDARD_GRAPH_FILE
+from fastgan_tf.errors import UserError, one_line
 
 BACKBONES = ("keras", "standard")
 FEATURE_DIM = 2048
 DEFAULT_BATCH_SIZE = 32  # measured fastest on CPU; ~1.5 GB of activations on a GPU
-
-KERAS_WEIGHTS_FILE = "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
-KERAS_WEIGHTS_URL = (
-    "https://storage.googleapis.com/tensorflow/keras-applications/inception_v3/"
-    + KERAS_WEIGHTS_FILE
-)
-KERAS_WEIGHTS_MD5 = "bcbd6486424b2319ff4ef7d526e38f63"
 KERAS_INPUT_SIZE = 299
 
-STANDARD_WEIGHTS_FILE = "inception-2015-12-05.tgz"
-STANDARD_WEIGHTS_URL = (
-    "http://download.tensorflow.org/models/image/imagenet/" + STANDARD_WEIGHTS_FILE
-)
-STANDARD_GRAPH_FILE = "classify_image_graph_def.pb"
 STANDARD_INPUT = "ExpandDims:0"  # (1, H, W, 3) float 0..255, before the graph's own resize to 299
 STANDARD_OUTPUT = "pool_3:0"  # (1, 1, 1, 2048)
 
@@ -49,105 +34,33 @@ STANDARD_OUTPUT = "pool_3:0"  # (1, 1, 1, 2048)
 # --------------------------------------------------------------------------- weight files
 
 
-def keras_cache_dir():
-    """Keras's model cache ($KERAS_HOME/models or ~/.keras/models), read at call time."""
-    home = os.environ.get("KERAS_HOME")
-    if not home:
-        base = Path.home() if os.access(Path.home(), os.W_OK) else Path(tempfile.gettempdir())
-        home = base / ".keras"
-    return Path(home) / "models"
-
-
-def fastgan_cache_dir():
-    """$FASTGAN_CACHE, else ~/.cache/fastgan_tf."""
-    return Path(os.environ.get("FASTGAN_CACHE") or Path.home() / ".cache" / "fastgan_tf")
-
-
 def _check_name(name):
     if name not in BACKBONES:
         raise UserError(f"unknown FID backbone {name!r}: choose one of {', '.join(BACKBONES)}")
 
 
+def backbone_weights(name):
+    """The downloads table entry of backbone `name` (file, URL, cache folder, checksum)."""
+    _check_name(name)
+    return downloads.INCEPTION_V3_NOTOP if name == "keras" else downloads.INCEPTION_2015
+
+
 def backbone_weights_path(name):
     """Where the cached weights of backbone `name` live (whether or not they exist yet)."""
-    _check_name(name)
-    if name == "keras":
-        return keras_cache_dir() / KERAS_WEIGHTS_FILE
-    return fastgan_cache_dir() / STANDARD_WEIGHTS_FILE
-
-
-def _cached_standard_file():
-    """The cached .tgz, or an extracted classify_image_graph_def.pb next to it."""
-    tgz = backbone_weights_path("standard")
-    for path in (tgz, tgz.with_name(STANDARD_GRAPH_FILE)):
-        if path.is_file():
-            return path
-    return None
+    return backbone_weights(name).path
 
 
 def backbone_weights_available(name):
-    """True if the weights are cached, so loading needs no download (lets a trainer skip FID)."""
-    if name == "standard":
-        return _cached_standard_file() is not None
-    return backbone_weights_path(name).is_file()
-
-
-def _offline_error(what, path, url, reason):
-    reason = " ".join(str(reason).split())  # one line
-    return UserError(
-        f"{what} weights {path.name} are not cached and could not be downloaded ({reason}): "
-        f"download {url} and put it at {path}, or pass weights=PATH"
-    )
-
-
-def _download(url, dest):
-    """Stream `url` to `dest` via a temp file + os.replace: a broken download leaves nothing."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    print(f"Downloading {url} to {dest}", file=sys.stderr)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name, suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
-            shutil.copyfileobj(response, out, 1 << 20)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _fetch_keras_weights():
-    path = backbone_weights_path("keras")
-    path.parent.mkdir(parents=True, exist_ok=True)  # else get_file falls back to /tmp/.keras
-    try:
-        fetched = keras.utils.get_file(
-            KERAS_WEIGHTS_FILE,
-            KERAS_WEIGHTS_URL,
-            cache_dir=str(path.parent.parent),
-            cache_subdir=path.parent.name,
-            file_hash=KERAS_WEIGHTS_MD5,
-        )
-    except Exception as e:  # offline Keras raises a plain Exception("URL fetch failure ...")
-        raise _offline_error("Keras InceptionV3", path, KERAS_WEIGHTS_URL, e) from e
-    return Path(fetched)
-
-
-def _fetch_standard_weights():
-    cached = _cached_standard_file()
-    if cached is not None:
-        return cached
-    path = backbone_weights_path("standard")
-    try:
-        _download(STANDARD_WEIGHTS_URL, path)
-    except OSError as e:  # URLError, timeouts, and disk errors are all OSErrors
-        what = "Standard (2015-12-05) Inception"
-        raise _offline_error(what, path, STANDARD_WEIGHTS_URL, e) from e
-    return path
+    """True if verified weights are cached, so loading needs no download (lets a trainer skip
+    FID). For "standard", an extracted classify_image_graph_def.pb beside the .tgz counts too."""
+    return downloads.cached(backbone_weights(name)) is not None
 
 
 def _existing_file(weights, suffixes, what):
     path = Path(weights).expanduser()
     if not path.is_file():
-        raise UserError(f"{what} weights file {path} not found: pass an existing file, or "
-                        "weights='imagenet' to use the cache")
+        raise UserError(f"{what} weights file {path} not found: pass the path of an existing "
+                        "file (--inception-weights), or none to use the cached weights")
     if not path.name.lower().endswith(suffixes):
         raise UserError(f"{what} weights file {path} should end with {' or '.join(suffixes)}")
     return path
@@ -233,7 +146,7 @@ class KerasInception(Backbone):
             raise ValueError(f"InceptionV3 needs input_size >= 75, got {input_size}")
         variant = "keras"
         if isinstance(weights, str) and weights == "imagenet":
-            path = _fetch_keras_weights()
+            path = downloads.fetch(backbone_weights("keras"))
         elif weights is None:
             path, variant = None, "keras-random"
         else:
@@ -259,9 +172,8 @@ class KerasInception(Backbone):
             try:
                 model.load_weights(path)
             except Exception as e:
-                reason = " ".join(str(e).split())
                 raise UserError(
-                    f"cannot load Keras InceptionV3 weights from {path}: {reason}"
+                    f"cannot load Keras InceptionV3 weights from {path}: {one_line(e)}"
                 ) from e
         return model
 
@@ -277,9 +189,8 @@ def _graph_bytes_from_tgz(path):
         for member in tar.getmembers():
             if member.isfile() and Path(member.name).name == STANDARD_GRAPH_FILE:
                 return tar.extractfile(member).read()
-    raise UserError(
-        f"{path} does not contain {STANDARD_GRAPH_FILE}: use the original {STANDARD_WEIGHTS_URL}"
-    )
+    raise UserError(f"{path} does not contain {STANDARD_GRAPH_FILE}: use the original "
+                    f"{downloads.INCEPTION_2015.url}")
 
 
 def _read_graph_def(path):
@@ -291,10 +202,9 @@ def _read_graph_def(path):
             data = _graph_bytes_from_tgz(path)
         return tf.compat.v1.GraphDef.FromString(data)
     except (OSError, tarfile.TarError, EOFError, DecodeError) as e:
-        reason = " ".join(str(e).split())
         raise UserError(
-            f"{path} is not a readable Inception graph ({reason}): delete it to re-download, "
-            f"or get {STANDARD_WEIGHTS_URL}"
+            f"{path} is not a readable Inception graph ({one_line(e)}): delete it to re-download, "
+            f"or get {downloads.INCEPTION_2015.url}"
         ) from e
 
 
@@ -348,7 +258,7 @@ def _prepare_graph_def(graph_def, path):
     for tensor in (STANDARD_INPUT, STANDARD_OUTPUT):
         if tensor.split(":")[0] not in names:
             raise UserError(f"{path} has no tensor {tensor}: it is not the 2015-12-05 Inception "
-                            f"graph ({STANDARD_WEIGHTS_URL})")
+                            f"graph ({downloads.INCEPTION_2015.url})")
     out = tf.compat.v1.GraphDef()
     out.versions.CopyFrom(graph_def.versions)
     out.library.CopyFrom(graph_def.library)
@@ -380,7 +290,7 @@ def _wrap_graph(graph_def, path):
         signature = [tf.TensorSpec([None, None, None, 3], tf.float32)]
         return tf.compat.v1.wrap_function(_import, signature)
     except (ValueError, TypeError, tf.errors.OpError) as e:
-        reason = " ".join(str(e).split())[:300]
+        reason = one_line(e)[:300]
         raise UserError(f"cannot import the Inception graph from {path}: {reason}") from e
 
 
@@ -388,8 +298,9 @@ class StandardInception(Backbone):
     """The 2015-12-05 TF Inception graph (TTUR / pytorch-fid / clean-fid), pool_3 features.
 
     Like TTUR, images go in as float 0..255 at their own size at 'ExpandDims:0'; the graph itself
-    resizes them to 299 (legacy TF bilinear) and rescales them. weights: "imagenet" (cache under
-    $FASTGAN_CACHE or ~/.cache/fastgan_tf, downloaded on first use) or a path to the original
+    resizes them to 299 (legacy TF bilinear) and rescales them. weights: "imagenet" (the
+    fastgan_tf cache folder, see fastgan_tf.paths.cache_dir; downloaded on first use and checked
+    as fastgan_tf.downloads explains: no checksum of it is published) or a path to the original
     .tgz or to classify_image_graph_def.pb.
     """
 
@@ -400,7 +311,7 @@ class StandardInception(Backbone):
             raise UserError("the standard backbone has no random initialisation: use "
                             "weights='imagenet' or a path to inception-2015-12-05.tgz")
         if isinstance(weights, str) and weights == "imagenet":
-            path = _fetch_standard_weights()
+            path = downloads.fetch(backbone_weights("standard"))
         else:
             path = _existing_file(weights, (".tgz", ".tar.gz", ".pb"), "Standard Inception")
         self.weights_path = path
@@ -416,7 +327,9 @@ def load_backbone(name="keras", weights="imagenet", batch_size=DEFAULT_BATCH_SIZ
 
     weights: "imagenet" = the published weights from the cache (downloaded on first use; offline
     -> UserError saying where to put the file), a path to a weights file, or None (random init,
-    keras only, for tests). input_size: keras only, tests only.
+    keras only, for tests). input_size: keras only, below 299 for fast pipeline checks (tests and
+    benchmarks/ablations.py offline); its features are a variant of their own, never cached
+    together with the real ones.
     """
     _check_name(name)
     if name == "keras":

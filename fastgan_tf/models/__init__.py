@@ -33,6 +33,3 @@ def build_models(*models, batch_size=2):
     for m in models:
         m.build_for_restore(batch_size)
     return models
-
-
-__all__ = ["Generator", "Discriminator", "count_params", "build_models"]

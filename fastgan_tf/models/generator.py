@@ -33,6 +33,10 @@ se_64, 128 has se_64 and se_128); ``small_resolution`` is resolution // 2, so ``
 feat_32 (at 64) or on the gated feat_64 (at 128). Parameter counts at ngf=64, nz=256:
 64: 28,211,460; 128: 28,959,814; 256: 29,127,846; 512: 29,174,392; 1024: 29,176,512.
 
+``call`` runs in two stages: ``features`` (init and the stages below 64: feat_4 .. feat_32, every
+feature that gates a later stage) and ``synthesize`` (stage 64 up and the heads, each SLE gate fed
+from a given dict of features). Style mixing (generation.py) feeds the gates from other latents.
+
 Checkpoint keys follow the attribute names: ``init``, ``init_bn``, ``feat_<r>``, ``se_<r>``, ``to_big``,
 ``to_small``.
 """
@@ -49,6 +53,7 @@ RESOLUTIONS = (64, 128, 256, 512, 1024)
 G_MULT = {4: 16, 8: 8, 16: 4, 32: 2, 64: 2, 128: 1, 256: 0.5, 512: 0.25, 1024: 0.125}
 COMP_STAGES = (8, 32, 128, 512)          # UpBlockComp; the others are UpBlock
 SLE_SOURCES = {64: 4, 128: 8, 256: 16, 512: 32}  # gated stage -> gating stage
+SYNTHESIS_START = min(SLE_SOURCES)  # the first gated stage: `features` stops below it
 
 
 def check_resolution(resolution):
@@ -124,19 +129,46 @@ class Generator(BuiltByCall, keras.Model):
         self.built = True
 
     def call(self, z, training=True, noise_seed=None):
+        feats = self.features(z, training=training, noise_seed=noise_seed)
+        return self.synthesize(feats, feats, training=training, noise_seed=noise_seed)
+
+    def features(self, z, training=True, noise_seed=None):
+        """The feature stage: ``{4: feat_4, 8: feat_8, 16: feat_16, 32: feat_32}`` of latents z.
+
+        These are the stages below the first SLE gate, i.e. every feature that gates a later
+        stage. Split off from ``call`` so that style mixing can take them from other latents.
+        """
         x = self.init(tf.reshape(z, (-1, self.nz)), training=training)
-        x = L.glu(self.init_bn(x, training=training))
-        feats = {4: x}
+        feats = {4: L.glu(self.init_bn(x, training=training))}
         for r in self.stages:
-            x = getattr(self, f"feat_{r}")(x, training=training, noise_seed=noise_seed)
-            if r in self.gated:
-                x = getattr(self, f"se_{r}")(feats[SLE_SOURCES[r]], x, training=training)
-            feats[r] = x
-        big = tf.cast(self.to_big(x, training=training), "float32")
+            if r < SYNTHESIS_START:
+                feats[r] = self._stage(r, feats, feats, training, noise_seed)
+        return feats
+
+    def synthesize(self, content, gates, training=True, noise_seed=None):
+        """The synthesis stage: continue ``content`` (a ``features`` dict) to ``[big, small]``.
+
+        Stage r >= 64 is gated by ``gates[SLE_SOURCES[r]]``, a ``features`` dict of the same or
+        of other latents (style mixing). A gate whose source is missing from ``gates`` is left
+        out, which is how style mixing skips se_64.
+        """
+        feats = dict(content)
+        for r in self.stages:
+            if r >= SYNTHESIS_START:
+                feats[r] = self._stage(r, feats, gates, training, noise_seed)
+        big = tf.cast(self.to_big(feats[self.resolution], training=training), "float32")
         small = tf.cast(self.to_small(feats[self.small_resolution], training=training), "float32")
         if self.output_tanh:
             big, small = tf.tanh(big), tf.tanh(small)
         return [big, small]
+
+    def _stage(self, r, feats, gates, training, noise_seed):
+        """feat_r from the previous stage's feature, then its SLE gate (if it has one and
+        ``gates`` holds its source)."""
+        x = getattr(self, f"feat_{r}")(feats[r // 2], training=training, noise_seed=noise_seed)
+        if r in self.gated and SLE_SOURCES[r] in gates:
+            x = getattr(self, f"se_{r}")(gates[SLE_SOURCES[r]], x, training=training)
+        return x
 
     def build_for_restore(self, batch_size=2):
         """Create every variable by one call on zeros (training=False: no state changes).

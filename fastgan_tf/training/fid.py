@@ -13,7 +13,7 @@ record second, both crash-safe, and read back on resume so best-so-far survives 
 from __future__ import annotations
 
 import json
-import sys
+import logging
 from pathlib import Path
 
 import tensorflow as tf
@@ -21,8 +21,10 @@ import tensorflow as tf
 from fastgan_tf import metrics
 from fastgan_tf.errors import UserError
 from fastgan_tf.io import atomic_write_text
-from fastgan_tf.runs import EMA_KEY, read_best
-from fastgan_tf.scoring import real_feature_stats, score_generator
+from fastgan_tf.metrics.scoring import real_feature_stats, score_generator
+from fastgan_tf.training.state import EMA_KEY
+
+log = logging.getLogger(__name__)
 
 KID_SUBSETS = 20  # KID subsets during training; evaluate.py uses 100
 
@@ -54,7 +56,7 @@ class FidTracker:
                 self._real = real_feature_stats(self.images, self.fingerprint, self._backbone)
             except UserError as e:
                 self.disabled = True
-                print(f"warning: FID disabled for this run: {e}", file=sys.stderr, flush=True)
+                log.warning(f"FID disabled for this run: {e}")
         return not self.disabled
 
     def evaluate(self, epoch: int, step: int) -> dict | None:
@@ -78,3 +80,9 @@ class FidTracker:
         prefix = manager.save(checkpoint_number=int(record["step"]))
         self.best = dict(record, checkpoint=Path(prefix).name)
         atomic_write_text(best_dir / "best.json", json.dumps(self.best, indent=2))
+
+
+def read_best(run_dir: Path) -> dict | None:
+    """The best-model record ({epoch, step, fid, backbone, ...}) or None."""
+    path = Path(run_dir) / "best" / "best.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None

@@ -63,4 +63,8 @@ class ModelSpec:
 
 def get(name: str) -> ModelSpec:
     """The spec of model `name` (one of `MODELS`)."""
+    if name not in MODELS:
+        from fastgan_tf.errors import UserError
+
+        raise UserError(f"--model {name!r} is not supported; choose one of {', '.join(MODELS)}")
     return importlib.import_module(MODELS[name]).SPEC

@@ -9,6 +9,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+EMA_KEY = "generator_ema"  # the checkpoint key of the EMA generator, in training and best/
 NUM_FIXED_SAMPLES = 16  # latents of the sample grids, the same for the whole run
 ADAM_EPSILON = 1e-8  # PyTorch's default, which the reference and the SSD paper train with
 
@@ -37,10 +38,10 @@ class RunState:
 
     def trackables(self) -> dict:
         """The objects a checkpoint stores; attribute names are the checkpoint keys."""
-        return dict(generator=self.generator, discriminator=self.discriminator,
-                    generator_ema=self.generator_ema, g_opt=self.g_opt, d_opt=self.d_opt,
-                    rng=self.rng, step=self.step, epoch=self.epoch,
-                    batch_in_epoch=self.batch_in_epoch, fixed_z=self.fixed_z)
+        return {"generator": self.generator, "discriminator": self.discriminator,
+                EMA_KEY: self.generator_ema, "g_opt": self.g_opt, "d_opt": self.d_opt,
+                "rng": self.rng, "step": self.step, "epoch": self.epoch,
+                "batch_in_epoch": self.batch_in_epoch, "fixed_z": self.fixed_z}
 
     def update_ema(self) -> None:
         """EMA of G's trainable weights; the rest (SN vectors, BN and noise state) copied.

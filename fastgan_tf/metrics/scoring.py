@@ -12,7 +12,8 @@ import numpy as np
 import tensorflow as tf
 
 from fastgan_tf import paths
-from fastgan_tf.metrics import FeatureStats, evaluate_generator, real_stats
+from fastgan_tf.metrics.features import FeatureStats, evaluate_generator, real_stats
+from fastgan_tf.metrics.registry import DEFAULT_METRICS
 
 EVAL_BATCH_SIZE = 16  # the reference's eval.py batch: BatchNorm uses per-batch statistics
 
@@ -65,9 +66,10 @@ def truncated_normal(rng: np.random.Generator, shape, truncation: float | None) 
 
 
 def score_generator(generator, backbone, real: FeatureStats, num_samples: int,
-                    metrics=("fid", "kid"), seed: int = 0, batch_size: int = EVAL_BATCH_SIZE,
+                    metrics=DEFAULT_METRICS, seed: int = 0, batch_size: int = EVAL_BATCH_SIZE,
                     kid_subsets: int = 100, progress=None) -> dict:
-    """FID and/or KID of `generator` (EMA weights) on `num_samples` samples; a JSON-friendly dict."""
+    """The registered `metrics` (FID and KID by default) of `generator` (EMA weights) on
+    `num_samples` samples; a JSON-friendly dict. progress: optional callable(images_scored)."""
     result = evaluate_generator(latent_sampler(generator, seed), num_samples, batch_size,
                                 backbone, real, metrics=metrics, kid_subsets=kid_subsets,
                                 seed=seed, progress=progress)
