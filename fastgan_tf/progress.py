@@ -22,10 +22,11 @@ log = logging.getLogger("fastgan_tf.progress")
 
 
 class _LoggedWhenClosed(tqdm):
-    """A bar that draws nothing and logs its final line (for stderr that is not a terminal)."""
+    """A bar that draws nothing and logs its final line, if it moved at all (for stderr that is
+    not a terminal)."""
 
     def close(self):
-        if not self.disable:
+        if not self.disable and self.n:
             log.info(str(self))
         super().close()
 

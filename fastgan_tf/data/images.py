@@ -22,8 +22,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
-import warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -37,6 +37,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from fastgan_tf.errors import UserError
 from fastgan_tf.io import atomic_file
 from fastgan_tf.progress import progress
+
+log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 CROPS = ("none", "center")
@@ -351,7 +353,8 @@ def _write_cache(cache_dir: Path, key: str, result: ImageSet) -> bool:
             f.write(json.dumps(meta, indent=1).encode("utf-8"))
         return True
     except OSError as e:
-        warnings.warn(f"Could not write the decoded-image cache in {cache_dir}: {e}", stacklevel=3)
+        log.warning(f"could not write the decoded-image cache in {cache_dir}: {e}; the images are "
+                    "decoded again next time")
         return False
 
 
