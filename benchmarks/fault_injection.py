@@ -102,12 +102,13 @@ class Suite:
         """Every tensor of the two runs' latest checkpoints equal (and the same step)."""
         import tensorflow as tf
 
+        from fastgan_tf.checkpoint_keys import NOT_STATE
         from fastgan_tf.checkpoints import Checkpoints
 
         def state(name):
             reader = tf.train.load_checkpoint(Checkpoints(self.out / name / "ckpt").latest)
             return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
-                    if not k.startswith(("save_counter", "_CHECKPOINTABLE"))}
+                    if not k.startswith(NOT_STATE)}
 
         try:
             a, b = state(run), state(reference)
@@ -561,8 +562,11 @@ HOW_IT_WORKS = """## What keeps the runs safe
   previous one is intact and the partial write removed. Sample grids, metrics and FID records
   that cannot be written only warn (once until they work again).
 - **One trainer per run.** An OS lock (`flock`/`msvcrt.locking`) on `<out>/.<run>.lock`, released
-  by the OS when the process dies.
-- **Ctrl-C** once: finish the step, save, exit 130; twice: exit 130 at once.
+  by the OS when the process dies; the lock file also holds a heartbeat (pid, host, time,
+  refreshed every 30 s), so that trainers on two systems sharing a folder (WSL2 and Windows on
+  `/mnt/c`), which cannot see each other's OS lock, still refuse while the other is alive.
+- **Ctrl-C** once: finish the step, save, exit 130; twice: exit 130 at once. SIGTERM on POSIX
+  and Ctrl-Break on Windows behave like one Ctrl-C.
 - **--deterministic** also turns off oneDNN's CPU kernels and runs one op at a time
   (`TF_ENABLE_ONEDNN_OPTS=0`, `TF_NUM_INTEROP_THREADS=1`, set by train.py before TensorFlow
   starts): with either on, identical CPU runs drifted apart in the last bits within a few steps,

@@ -52,19 +52,20 @@ def measure(args: argparse.Namespace) -> dict:
     from fastgan_tf.losses import reconstruction_loss
     from fastgan_tf.training.distribute import configure_cpu_threads
     from fastgan_tf.training.fastgan import FastGAN
-    from fastgan_tf.training.memory import estimate
-    from fastgan_tf.training.precision import set_policy
+    from fastgan_tf.training import registry
+    from fastgan_tf.training.precision import loss_scaling, set_policy
 
     configure_cpu_threads()
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    mixed = args.mixed_precision == "on"
+    mode = args.mixed_precision
     cfg = TrainConfig(dataset="random", resolution=args.resolution, batch_size=args.batch_size,
                       ngf=args.ngf, ndf=args.ndf, recon_loss=args.recon_loss,
                       xla=args.xla == "on", mixed_precision=args.mixed_precision,
                       accumulate=args.accumulate)
-    set_policy(mixed)
-    gan = FastGAN(cfg, reconstruction_loss(cfg.recon_loss, vgg_weights=None), mixed=mixed)
+    set_policy(mode)
+    gan = FastGAN(cfg, reconstruction_loss(cfg.recon_loss, vgg_weights=None),
+                  mixed=loss_scaling(mode))
     real = tf.constant(np.random.default_rng(0).uniform(
         -1, 1, (cfg.batch_size, cfg.resolution, cfg.resolution, 3)).astype(np.float32))
     start = time.perf_counter()
@@ -89,7 +90,7 @@ def measure(args: argparse.Namespace) -> dict:
     if args.tensor_memory:
         info = tf.config.experimental.get_memory_info("CPU:0")
         result["peak_tensor_mib"] = round(info["peak"] / 2**20, 1)
-        result["estimate"] = estimate(cfg, gan.micro_batch, mixed)
+        result["estimate"] = registry.get("fastgan").memory_estimate(cfg, gan.micro_batch, mode)
     return result
 
 
@@ -107,7 +108,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--resolution", type=int, nargs="+", default=[256])
     p.add_argument("--batch-size", type=int, nargs="+", default=[8])
     p.add_argument("--recon-loss", nargs="+", default=["l1"], choices=("lpips", "l1", "mse"))
-    p.add_argument("--mixed-precision", nargs="+", default=["off"], choices=("on", "off"))
+    p.add_argument("--mixed-precision", nargs="+", default=["off"], choices=("on", "bf16", "off"))
     p.add_argument("--xla", nargs="+", default=["off"], choices=("on", "off"))
     p.add_argument("--accumulate", type=int, nargs="+", default=[1])
     p.add_argument("--ngf", type=int, default=64)

@@ -12,6 +12,8 @@ import tensorflow as tf
 
 # Keys a checkpoint may hold that say nothing about the model.
 BOOKKEEPING = ("_CHECKPOINTABLE_OBJECT_GRAPH", "save_counter/")
+# Keys that are not the trained state: two runs that trained alike may differ there (wall time).
+NOT_STATE = (*BOOKKEEPING, "train_seconds/")
 SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 
 

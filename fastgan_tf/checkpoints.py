@@ -32,6 +32,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from fastgan_tf import oscompat
 from fastgan_tf.checkpoint_keys import misfits
 from fastgan_tf.errors import UserError, reason_of
 from fastgan_tf.io import atomic_write_text
@@ -72,10 +73,13 @@ def verify(path: str) -> str | None:
 class Checkpoints:
     """Numbered checkpoints of the given trackables plus a format version, in `directory`."""
 
-    def __init__(self, directory: Path, keep: int = 2, **trackables):
+    def __init__(self, directory: Path, keep: int = 2, adapt=None, **trackables):
+        """`adapt(trackables, reader)` gives the objects to restore a checkpoint into, when a
+        checkpoint may have been saved with another layout (see training/precision.py)."""
         self.directory = Path(directory)
         self.keep = max(int(keep), 1)
         self.format_version = tf.Variable(FORMAT_VERSION, dtype=tf.int64, trainable=False)
+        self.trackables, self.adapt = trackables, adapt
         self.checkpoint = tf.train.Checkpoint(format_version=self.format_version, **trackables)
         _ = self.checkpoint.save_counter  # created by every restore: exist and be saved, too
 
@@ -135,9 +139,8 @@ class Checkpoints:
             return path
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            self.checkpoint.write(path)
+            oscompat.retry_while_busy(self._write, path)
         except (OSError, tf.errors.OpError) as e:
-            self._remove_partial(path)
             previous = Path(listed[-1]).name if listed else "none yet"
             raise UserError(
                 f"could not write checkpoint {Path(path).name} to {self.directory}: {reason_of(e)}. "
@@ -157,6 +160,15 @@ class Checkpoints:
             if checkpoint_number(old) < oldest_kept:
                 self._delete(old)
         return path
+
+    def _write(self, path: str) -> None:
+        """One attempt at writing `path`; a failed one removes what it left, so that a retry (a
+        file held for a moment on Windows) starts clean."""
+        try:
+            self.checkpoint.write(path)
+        except (OSError, tf.errors.OpError):
+            self._remove_partial(path)
+            raise
 
     def _remove_partial(self, path: str) -> None:
         """After a failed write of an unlisted checkpoint: remove what it left, to free space."""
@@ -219,14 +231,22 @@ class Checkpoints:
         except Exception as e:  # noqa: BLE001 - unreadable index: truncated or garbled
             return reason_of(e)
         self._check_version(reader, path)
+        checkpoint = self._checkpoint_for(reader)
         try:
-            self.checkpoint.restore(path).assert_consumed()
+            checkpoint.restore(path).assert_consumed()
         except Exception as e:  # noqa: BLE001 - the reader raises IndexError, OpError, ...
-            problems = misfits(self.checkpoint, shapes)
+            problems = misfits(checkpoint, shapes)
             if problems:
                 raise UserError(_misfit_message(path, problems)) from None
             return reason_of(e)
         return None
+
+    def _checkpoint_for(self, reader) -> tf.train.Checkpoint:
+        """The checkpoint object that fits the layout of the checkpoint `reader` reads."""
+        objects = self.adapt(self.trackables, reader) if self.adapt else self.trackables
+        if all(objects.get(k) is v for k, v in self.trackables.items()):
+            return self.checkpoint
+        return tf.train.Checkpoint(format_version=self.format_version, **objects)
 
     @staticmethod
     def _check_version(reader, path: str) -> None:
@@ -257,7 +277,7 @@ class Checkpoints:
                     while destination.exists():
                         destination = target / f"{f.name}.{n}"
                         n += 1
-                    f.rename(destination)
+                    oscompat.retry_while_busy(f.rename, destination)
         listed = self.listed
         remaining = [p for p in listed if p not in paths]
         if remaining and remaining != listed:

@@ -10,8 +10,11 @@ model than the one the user asked for.
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import difflib
+import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -19,13 +22,17 @@ from typing import Any
 
 import yaml
 
+from fastgan_tf import schedule
 from fastgan_tf.errors import UserError
+
+log = logging.getLogger(__name__)
 
 RESOLUTIONS = (64, 128, 256, 512, 1024)
 RECON_LOSSES = ("lpips", "l1", "mse")
-PRECISION_MODES = ("auto", "on", "off")
+PRECISION_MODES = ("auto", "on", "bf16", "off")
 AUGMENT_OPS = ("color", "translation", "cutout")
 FID_BACKBONES = ("keras", "standard")
+BEST_BY = ("fid", "kid")
 STRATEGIES = ("auto", "one", "mirrored", "multiworker")
 CHANNELS = (1, 3)
 CROPS = ("none", "center")
@@ -88,20 +95,32 @@ class TrainConfig:
     ema_decay: float = option(0.999, "decay of the EMA generator that samples and FID use",
                               section=OBJECTIVE)
     # Schedule
-    epochs: int = option(100, "total epochs (passes over the images); a larger number continues",
-                         section=SCHEDULE)
-    sample_every: int = option(10, "epochs between sample grids", section=SCHEDULE)
-    checkpoint_every: int = option(10, "epochs between checkpoints (Ctrl-C and the end of "
-                                   "training always save)", section=SCHEDULE)
+    epochs: int | None = option(None, "total epochs (passes over the images); a larger number "
+                                "continues; 100 when --steps is not given either",
+                                section=SCHEDULE, shown="100")
+    steps: int | None = option(None, "total optimisation steps, instead of --epochs (the "
+                               "reference's --iter): training ends at exactly that step",
+                               section=SCHEDULE, shown="none")
+    time_limit: str | None = option(None, "save and exit (code 0) once this invocation has "
+                                    "trained this long, e.g. 4h, 90m or 2h30m; re-run to go on",
+                                    section=SCHEDULE, shown="none")
+    sample_every: int | str = option(10, "sample grids every N epochs, or every N steps written "
+                                     "500steps", section=SCHEDULE)
+    checkpoint_every: int | str = option(10, "checkpoints every N epochs or Nsteps (Ctrl-C, the "
+                                         "time limit and the end always save)", section=SCHEDULE)
     keep_checkpoints: int = option(2, "checkpoints kept", section=SCHEDULE)
     max_nan_retries: int = option(3, "rollbacks to the last good checkpoint after a NaN/Inf before "
                                   "training stops", section=SCHEDULE)
     log_every: int = option(10, "steps between metrics.jsonl and TensorBoard records",
                             section=SCHEDULE)
     # FID/KID of the EMA generator during training; the best one is kept in <run>/best/
-    fid_every: int = option(50, "epochs between FID/KID of the EMA generator (best kept in best/); "
-                            "0 = off", section=FID)
+    fid_every: int | str = option(50, "FID/KID of the EMA generator every N epochs or Nsteps "
+                                  "(the best kept in best/); 0 = off", section=FID)
     fid_samples: int = option(1000, "generated samples per FID", section=FID)
+    best_by: str = option("fid", "the metric that picks best/: fid, or kid (better behaved with "
+                          "few images)", section=FID, choices=BEST_BY)
+    early_stop: int = option(0, "end training after K FID evaluations without improvement; "
+                             "0 = off", section=FID)
     fid_backbone: str = option("keras", "keras InceptionV3, or the standard 2015 Inception of the "
                                "papers", section=FID, choices=FID_BACKBONES)
     inception_weights: str | None = option(None, "weights file of the FID backbone (offline use)",
@@ -110,8 +129,10 @@ class TrainConfig:
     seed: int = option(0, "random seed", section=SPEED)
     deterministic: bool = option(False, "bit-for-bit reproducible kernels (slower on GPU)",
                                  section=SPEED)
-    mixed_precision: str = option("auto", "float16 compute; auto = on for CUDA GPUs of compute "
-                                  "capability >= 7.0", section=SPEED, choices=PRECISION_MODES)
+    mixed_precision: str = option("auto", "on: float16 compute with loss scaling; bf16: bfloat16 "
+                                  "compute; off: float32; auto: bf16 on CUDA GPUs of compute "
+                                  "capability >= 8.0, on for 7.x, else off", section=SPEED,
+                                  choices=PRECISION_MODES)
     xla: bool = option(False, "compile the training step with XLA", section=SPEED)
     accumulate: int = option(1, "split each batch into N micro-batches: the same update with "
                              "about 1/N of the activation memory, slower", section=SPEED)
@@ -128,19 +149,27 @@ class TrainConfig:
 
 
 # Keys that define the trained state: a run folder can only be resumed with the same values.
-# Everything else (epochs, cadences, xla, determinism, paths) may change between invocations.
-# So may `accumulate` and `strategy`: the global batch and the state are the same, so a run can
-# move to a smaller or to several GPUs; only BatchNorm then sees other batches (not bit-exact).
-# The dataset is compared by content fingerprint, not by the string the user typed.
+# The architecture decides which weights exist and what they compute; the batch size is the unit
+# of the saved position in an epoch (batch_in_epoch) and of the step counter.
 STATE_KEYS = (
     "model", "sle", "decoders", "resolution", "channels", "ngf", "ndf", "nz", "output_tanh",
-    "recon_loss", "augment", "batch_size", "lr", "beta1", "beta2", "ema_decay", "seed",
-    "mixed_precision",
+    "batch_size",
+)
+# Keys that steer training but leave the state as it is: a run may resume with other values (the
+# trainer says which changed). Precision is a way of computing (the float32 weights and Adam's
+# moments are the same), so a run moves between a GPU (float16) and a CPU (float32); the losses,
+# augmentation, Adam's settings, the EMA decay and the seed of future epochs' order may be tuned
+# mid-run; `accumulate` and `strategy` keep the global batch (only BatchNorm sees other batches).
+# Everything else (epochs, cadences, FID, xla, determinism, paths) may change too, silently.
+TRAINING_KEYS = (
+    "recon_loss", "augment", "lr", "beta1", "beta2", "ema_decay", "seed", "mixed_precision",
+    "accumulate", "strategy",
 )
 
 FIELDS = {f.name: f for f in fields(TrainConfig)}
 _TYPES = {"str": (str,), "int": (int,), "float": (float, int), "bool": (bool,),
-          "str | None": (str, type(None)), "bool | None": (bool, type(None))}
+          "str | None": (str, type(None)), "bool | None": (bool, type(None)),
+          "int | None": (int, type(None)), "int | str": (int, str)}
 
 
 def flag(name: str) -> str:
@@ -184,19 +213,22 @@ def check_keys(values: dict[str, Any], source: str) -> None:
 
 
 def load_yaml(path: Path) -> dict[str, Any]:
-    """Read a YAML mapping of config keys (dashes or underscores) from `path`."""
+    """Read a YAML mapping of config keys (dashes or underscores) from `path`.
+
+    Any encoding a Windows shell or editor writes is read (see `_decode`); errors are one line
+    naming the file and the line.
+    """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as e:
         raise UserError(f"cannot read config file {path}: {e.strerror or e}") from None
+    text = _decode(raw, path)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise UserError(f"{path}: not valid YAML{where}; fix the file or pass options on the "
-                        "command line") from None
+        raise UserError(_yaml_problem(e, path, text)) from None
+    _warn_escaped_windows_paths(text, path)
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -204,6 +236,78 @@ def load_yaml(path: Path) -> dict[str, Any]:
     values = {str(k).replace("-", "_"): v for k, v in data.items()}
     check_keys(values, str(path))
     return values
+
+
+# Byte-order marks, UTF-32's before UTF-16's (UTF-32 LE's starts with UTF-16 LE's).
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+         (codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
+         (codecs.BOM_UTF16_BE, "utf-16"))
+ANSI_FALLBACK = "cp1252"  # Windows' ANSI code page in Western Europe and the Americas
+_DOUBLE_QUOTED = re.compile(r'"((?:[^"\\\n]|\\.)*)"')
+_WINDOWS_PATH = re.compile(r"[A-Za-z]:\\")
+PATH_QUOTING = "write Windows paths in single quotes ('C:\\data') or with forward slashes (C:/data)"
+
+
+def _decode(raw: bytes, path: Path) -> str:
+    """The text of a config file, whatever wrote it.
+
+    Windows PowerShell 5.1 writes UTF-16 with a byte-order mark (`>`, Out-File) or the ANSI code
+    page (Set-Content), Notepad UTF-8 with or without one. A BOM decides; without one UTF-8 is
+    tried, then cp1252 (with a warning: other ANSI code pages cannot be told apart from it).
+    """
+    for bom, encoding in _BOMS:
+        if raw.startswith(bom):
+            return _decoded(raw, encoding, path)
+    if b"\x00" in raw:
+        raise UserError(f"{path}: looks like UTF-16 or UTF-32 without a byte-order mark; save it "
+                        "as UTF-8")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = _line_at(raw, e.start, "utf-8")
+    text = _decoded(raw, ANSI_FALLBACK, path)
+    log.warning(f"{path}, line {line}: not UTF-8; read as Windows ANSI ({ANSI_FALLBACK}): save "
+                "the file as UTF-8 if its text looks wrong")
+    return text
+
+
+def _decoded(raw: bytes, encoding: str, path: Path) -> str:
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}, line {_line_at(raw, e.start, encoding)}: not valid {encoding} "
+                        f"({e.reason}); save the file as UTF-8") from None
+
+
+def _line_at(raw: bytes, offset: int, encoding: str) -> int:
+    """The line number of byte `offset` of `raw` in `encoding`."""
+    return raw[:offset].decode(encoding, errors="replace").count("\n") + 1
+
+
+def _yaml_problem(error: yaml.YAMLError, path: Path, text: str) -> str:
+    """One line: the file, the line, what YAML found, and how to fix it."""
+    mark = getattr(error, "problem_mark", None)
+    where = f", line {mark.line + 1}" if mark else ""
+    problem = getattr(error, "problem", None)
+    lines = text.splitlines()
+    line = lines[mark.line] if mark and mark.line < len(lines) else ""
+    fix = PATH_QUOTING if _WINDOWS_PATH.search(line) and '"' in line else \
+        "fix the file or pass options on the command line"
+    return f"{path}{where}: not valid YAML{f' ({problem})' if problem else ''}; {fix}"
+
+
+def _warn_escaped_windows_paths(text: str, path: Path) -> None:
+    """Warn about `"C:\\new"`: valid YAML, but \\n is a newline there (and \\t a tab)."""
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.lstrip().startswith("#"):
+            continue
+        for match in _DOUBLE_QUOTED.finditer(line):
+            body = match.group(1)
+            escapes = set(re.findall(r"\\(.)", body)) - {"\\", '"'}
+            if _WINDOWS_PATH.match(body) and escapes:
+                log.warning(f'{path}, line {number}: in "{body}" YAML reads '
+                            f"{', '.join(sorted(chr(92) + e for e in escapes))} as escapes, not "
+                            f"as a folder name; {PATH_QUOTING}")
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:
@@ -225,8 +329,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         if op not in AUGMENT_OPS:
             bad(f"--augment: unknown operation {op!r}; use a comma-separated subset of "
                 f"{','.join(AUGMENT_OPS)}, or '' for none")
-    for name in ("ngf", "ndf", "nz", "batch_size", "epochs", "sample_every", "checkpoint_every",
-                 "keep_checkpoints", "log_every"):
+    _check_schedule(cfg)
+    for name in ("ngf", "ndf", "nz", "batch_size", "keep_checkpoints", "log_every"):
         if getattr(cfg, name) < 1:
             bad(f"{name} must be at least 1, got {getattr(cfg, name)}")
     for name in ("ngf", "ndf"):
@@ -238,8 +342,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             f"{cfg.batch_size} (each step runs batch_size / accumulate images at a time)")
     if cfg.max_nan_retries < 0:
         bad(f"max_nan_retries must be 0 (stop at the first NaN) or more, got {cfg.max_nan_retries}")
-    if cfg.fid_every < 0:
-        bad(f"fid_every must be 0 (off) or a number of epochs, got {cfg.fid_every}")
+    if cfg.early_stop < 0:
+        bad(f"early_stop must be 0 (off) or a number of FID evaluations, got {cfg.early_stop}")
     if cfg.fid_samples < 2:
         bad(f"fid_samples must be at least 2, got {cfg.fid_samples}")
     if not 0 < cfg.lr < float("inf"):  # also catches NaN
@@ -250,6 +354,30 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if not 0 <= cfg.seed < 2**32:  # numpy's and Keras's seeding take 32 bits
         bad(f"seed must be in [0, 2**32), got {cfg.seed}")
     return cfg
+
+
+def _check_schedule(cfg: TrainConfig) -> None:
+    """One budget (--epochs 100 by default, or --steps), a valid time limit, and cadences in
+    epochs or steps, recorded with their unit ("10 epochs")."""
+    if cfg.epochs is not None and cfg.steps is not None:
+        raise UserError(f"--epochs {cfg.epochs} and --steps {cfg.steps}: pass one of them (the "
+                        "total number of epochs, or of steps)")
+    if cfg.epochs is None and cfg.steps is None:
+        cfg.epochs = 100
+    for name in ("epochs", "steps"):
+        if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
+            raise UserError(f"{name} must be at least 1, got {getattr(cfg, name)}")
+    for name in ("time_limit", "sample_every", "checkpoint_every", "fid_every"):
+        try:
+            if name != "time_limit":
+                setattr(cfg, name, schedule.canonical_every(getattr(cfg, name)))
+            elif cfg.time_limit is not None:
+                schedule.parse_duration(cfg.time_limit)
+        except ValueError as e:
+            raise UserError(f"{flag(name)}: {e}") from None
+    for name in ("sample_every", "checkpoint_every"):
+        if getattr(cfg, name) == 0:
+            raise UserError(f"{flag(name)} must be at least 1 (epoch or step), got 0")
 
 
 def parse_background(text: str) -> tuple[int, int, int]:
@@ -289,6 +417,9 @@ def resolve(overrides: dict[str, Any], config_file: Path | None = None,
     dataset = overrides.get("dataset", file_values.get("dataset", ""))
     values = dict(presets(model, dataset)) if presets else {}
     values.update(file_values)
+    for budget, other in (("epochs", "steps"), ("steps", "epochs")):
+        if budget in overrides and other not in overrides:
+            values.pop(other, None)  # a budget on the command line replaces the file's
     values.update(overrides)
     return validate(TrainConfig(**values))
 
@@ -309,3 +440,9 @@ def state_mismatches(saved: TrainConfig, requested: TrainConfig) -> list[str]:
     """Keys whose values differ in ways that make resuming the saved run impossible."""
     return [f"{k}: run has {getattr(saved, k)!r}, you asked for {getattr(requested, k)!r}"
             for k in STATE_KEYS if getattr(saved, k) != getattr(requested, k)]
+
+
+def training_changes(saved: TrainConfig, requested: TrainConfig) -> list[str]:
+    """How the settings that steer training (TRAINING_KEYS) differ from the run's last ones."""
+    return [f"{k} {getattr(saved, k)} -> {getattr(requested, k)}"
+            for k in TRAINING_KEYS if getattr(saved, k) != getattr(requested, k)]

@@ -5,12 +5,19 @@ imports the package decides what it sees (nothing, by default: the package's Nul
 `configure_logging` is what train.py, evaluate.py and the dataset tool call: status lines on
 stderr as they are, warnings and errors prefixed, written through tqdm so that they never garble a
 progress bar.
+
+Control codes: tqdm redraws a bar with a carriage return and spaces (no `ESC[K`), sends the
+cursor-up code only for stacked bars (none here; and on Windows only with colorama, which
+translates it); off a terminal progress.py draws nothing. So no escape code reaches a log file or
+a legacy Windows console.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import sys
+
 
 class _StderrHandler(logging.Handler):
     """Writes to whatever `sys.stderr` is at the time (test captures swap it), through
@@ -38,8 +45,29 @@ class _Formatter(logging.Formatter):
         return message
 
 
+def make_streams_safe() -> None:
+    """Make sys.stdout and sys.stderr replace what their encoding cannot show, not raise.
+
+    Redirected on Windows, stdout writes the ANSI code page (cp1252, ...) in strict mode: printing
+    a file name such as `größe_ψ.png` raised UnicodeEncodeError after the work was done (on
+    Linux, so did a file name with bytes that are not UTF-8). The encoding is kept; only what it
+    cannot encode becomes "?". A stream already more lenient (stderr's backslashreplace) is kept.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) != "strict" or not hasattr(stream, "reconfigure"):
+            continue
+        try:
+            stream.reconfigure(errors="replace")
+        except (ValueError, OSError, io.UnsupportedOperation):  # closed, or not reconfigurable
+            pass
+
+
 def configure_logging(verbose: bool = False) -> None:
-    """Send the package's log records (and progress bars) to stderr; DEBUG with --verbose."""
+    """Send the package's log records (and progress bars) to stderr; DEBUG with --verbose.
+
+    The programs' streams are made safe to print any text to first (`make_streams_safe`).
+    """
+    make_streams_safe()
     logger = logging.getLogger("fastgan_tf")
     if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
         handler = _StderrHandler()

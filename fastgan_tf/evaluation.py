@@ -49,6 +49,6 @@ def score_run(run_dir: Path, loaded, names: tuple[str, ...], provenance: dict, *
     record = {**provenance, **result, "seed": seed, "dataset": cfg.dataset, "real_stats_cached": cached,
               "seconds": round(time.monotonic() - start, 1),
               "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    with open(Path(run_dir) / "evaluations.jsonl", "a", encoding="utf-8") as f:
+    with open(Path(run_dir) / "evaluations.jsonl", "a", encoding="utf-8", newline="\n") as f:
         f.write(json.dumps(record) + "\n")
     return record

@@ -1,7 +1,11 @@
 """Crash-safe file writes: write a temporary file beside the target, then rename over it.
 
 `os.replace` is atomic on POSIX and on Windows (same volume), so a reader - or a run resumed after
-a kill - sees either the old file or the new one, never half of one.
+a kill - sees either the old file or the new one, never half of one. On Windows the rename is
+retried for a few seconds while a scanner or sync client holds the new file (`oscompat`).
+
+Text is written as UTF-8 bytes with LF line ends on every OS, so files written on Windows and
+Linux are identical, and appending to one never mixes line ends.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
+
+from fastgan_tf import oscompat
 
 
 @contextmanager
@@ -25,7 +31,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
-        os.replace(tmp, path)
+        oscompat.retry_while_busy(os.replace, tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -56,6 +56,8 @@ def reconstruction_loss(kind, vgg_weights="imagenet"):
     'mse' (no weights needed, e.g. offline). Inputs are NHWC in [-1, 1] of the same size; `target`
     is wrapped in stop_gradient because the decoders chase the (augmented) real image, not the
     other way round. For 'lpips' the function has an `lpips` attribute holding the Keras layer.
+    `fn.pairs(preds, targets)` gives the per-sample losses of several pairs at once (LPIPS then
+    runs VGG16 once on all predictions and once, off the tape, on each distinct target).
     """
     if kind not in RECON_LOSSES:
         raise ValueError(f"Unknown reconstruction loss {kind!r}; valid: {', '.join(RECON_LOSSES)}.")
@@ -73,6 +75,13 @@ def reconstruction_loss(kind, vgg_weights="imagenet"):
         target = tf.stop_gradient(tf.cast(target, tf.float32))
         return distance(pred, target)
 
+    def pairs(preds: list, targets: list) -> list:
+        if metric is None:
+            return [fn(p, t) for p, t in zip(preds, targets)]
+        return metric.pairs([tf.cast(p, tf.float32) for p in preds],
+                            [tf.cast(t, tf.float32) for t in targets])
+
+    fn.pairs = pairs
     fn.kind = kind
     fn.lpips = metric
     fn.__name__ = f"{kind}_reconstruction_loss"

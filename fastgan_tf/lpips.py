@@ -153,13 +153,39 @@ class LPIPS(keras.layers.Layer):
         self.trainable = False
 
     def call(self, pred, target):
-        pred, target = as_rgb(tf.cast(pred, tf.float32)), as_rgb(tf.cast(target, tf.float32))
         n = tf.shape(pred)[0]
-        taps = self.features(caffe_preprocess(tf.concat([pred, target], axis=0)), training=False)
-        total = tf.zeros([n], tf.float32)
-        for f, w in zip(taps, self.lin):
-            f = normalize_channels(f)
-            diff = tf.square(f[:n] - f[n:])
+        taps = self.taps(tf.concat([pred, target], axis=0))
+        return self._distance([f[:n] for f in taps], [f[n:] for f in taps])
+
+    def pairs(self, preds: list, targets: list) -> list:
+        """LPIPS of each (pred, target) pair, per sample, with constant targets: the form of
+        FastGAN's reconstruction loss, at the cost its FLOPs should have.
+
+        The predictions go through VGG16 as one batch. The targets get no gradient, so they go
+        through it without being recorded on any tape (no backward pass, no activations kept),
+        once each: a target several pairs share (both whole-image decoders chase the same image)
+        is computed once.
+        """
+        sizes = [p.shape[0] for p in preds]
+        pred_taps = [tf.split(f, sizes) for f in self.taps(tf.concat(preds, axis=0))]
+        unique = list({id(t): t for t in targets}.values())
+        target_taps = [tf.split(f, [t.shape[0] for t in unique])
+                       for f in self.taps(tf.stop_gradient(tf.concat(unique, axis=0)))]
+        where = [next(i for i, u in enumerate(unique) if u is t) for t in targets]
+        return [self._distance([f[i] for f in pred_taps], [f[j] for f in target_taps])
+                for i, j in enumerate(where)]
+
+    def taps(self, images):
+        """VGG16's five tapped activations of [-1, 1] images (1 or 3 channels)."""
+        rgb = as_rgb(tf.cast(images, tf.float32))
+        return self.features(caffe_preprocess(rgb), training=False)
+
+    def _distance(self, taps_a: list, taps_b: list):
+        """Per sample: channel-normalised squared differences, lin-weighted, spatially
+        averaged and summed over the taps."""
+        total = 0.0
+        for a, b, w in zip(taps_a, taps_b, self.lin):
+            diff = tf.square(normalize_channels(a) - normalize_channels(b))
             total += tf.reduce_mean(tf.reduce_sum(diff * w, axis=-1), axis=[1, 2])
         return total
 

@@ -5,10 +5,16 @@ A run's generator can be loaded from:
   only the EMA generator is read from it);
 - ``best``: ``<run>/best/``, the EMA generator with the lowest FID so far (see training/fid.py);
 - a path: a checkpoint prefix such as ``<run>/ckpt/ckpt-1200`` or a ``best`` folder.
+
+A run may have moved since it was trained (a CUDA desktop's WSL2 and a Windows laptop):
+`usable_config` gives its config with paths that work on this machine.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,9 +23,17 @@ import tensorflow as tf
 from fastgan_tf import config as config_lib
 from fastgan_tf.checkpoints import Checkpoints
 from fastgan_tf.config import TrainConfig
+from fastgan_tf.data import registry as datasets
+from fastgan_tf.data.resolve import moved_path, path_candidates
 from fastgan_tf.errors import UserError
+from fastgan_tf.training.dataset import DEMO
 from fastgan_tf.training.state import EMA_KEY
 
+# The paths a run's config.yaml records, and the evaluate.py option that replaces each (if any).
+PATH_KEYS = {"dataset": "--dataset", "data_dir": None, "inception_weights": "--inception-weights",
+             "vgg_weights": None}
+NO_BEST = ("{run} has no best model yet: it is written when FID is tracked during training "
+           "(--fid-every); use --checkpoint latest")
 
 
 @dataclass
@@ -59,6 +73,40 @@ def load_config(run_dir: Path) -> TrainConfig:
     return config_lib.load_saved(path)
 
 
+def usable_config(cfg: TrainConfig, *, dataset: str | None = None,
+                  needed: Iterable[str] = ()) -> TrainConfig:
+    """The run's config with paths that work on this machine.
+
+    A run trained in WSL2 and evaluated on Windows (or back) records paths of the other side:
+    each recorded path that does not exist here is replaced by its other-side form when that
+    exists (`data.resolve.moved_path`). `dataset` replaces the recorded dataset (a named dataset
+    or 'demo' is not a path). The keys in `needed` (of PATH_KEYS) must exist afterwards: a
+    one-line UserError says what was tried and which option to pass.
+    """
+    values = {"dataset": dataset} if dataset else {}
+    for key in PATH_KEYS:
+        value = values.get(key, getattr(cfg, key))
+        if not value or (key == "dataset" and _is_dataset_name(value)):
+            continue
+        found = moved_path(value)
+        if found is None and key in needed:
+            raise _not_here(key, value, given=key in values)
+        values[key] = found or value
+    return dataclasses.replace(cfg, **values)
+
+
+def _is_dataset_name(value: str) -> bool:
+    return value == DEMO or datasets.get(value) is not None
+
+
+def _not_here(key: str, value: str, given: bool) -> UserError:
+    option = PATH_KEYS[key]
+    what = f"{option} {value}" if given else f"the run's {key} {value}"
+    fix = "" if option is None else "; check the path" if given else f"; pass {option} PATH"
+    return UserError(f"{what} is not on this machine: tried "
+                     f"{' and '.join(path_candidates(value))}{fix}")
+
+
 def checkpoint_prefix(run_dir: Path, which: str = "latest") -> str:
     """Resolve 'latest', 'best' or a path to a checkpoint prefix that exists."""
     run_dir = Path(run_dir)
@@ -69,21 +117,45 @@ def checkpoint_prefix(run_dir: Path, which: str = "latest") -> str:
                             "written every --checkpoint-every epochs and on Ctrl-C)")
         return candidates[0]
     path = run_dir / "best" if which == "best" else Path(which)
-    if which == "best" and not path.is_dir():
-        raise UserError(f"{run_dir} has no best model yet: it is written when FID is tracked "
-                        "during training (--fid-every); use --checkpoint latest")
     if path.is_dir():
-        prefix = tf.train.latest_checkpoint(str(path))
-        if prefix is None and which == "best":
-            raise UserError(f"{run_dir} has no best model yet: it is written when FID is tracked "
-                            "during training (--fid-every); use --checkpoint latest")
+        prefix = _prefix_in_folder(path)
         if prefix is None:
-            raise UserError(f"{path} holds no checkpoint")
+            raise UserError(NO_BEST.format(run=run_dir) if which == "best"
+                            else f"{path} holds no checkpoint")
         return prefix
+    if which == "best":
+        raise UserError(NO_BEST.format(run=run_dir))
     if not Path(f"{path}.index").is_file():
         raise UserError(f"{path} is not a checkpoint: expected latest, best, a folder or a prefix "
                         "such as checkpoints/RUN/ckpt/ckpt-1200")
     return str(path)
+
+
+def _prefix_in_folder(folder: Path) -> str | None:
+    """The checkpoint of a folder: the one `best.json` records (in a best/ folder), else the one
+    TensorFlow's state file names.
+
+    best/'s state file is rewritten at every new best by TensorFlow's rename, which on Windows
+    deletes the old file before moving the new one in: a kill in between leaves no state file.
+    best.json, written atomically once the checkpoint is complete, still names one that exists.
+    """
+    for find in (_recorded_best, lambda f: tf.train.latest_checkpoint(str(f))):
+        prefix = find(folder)
+        if prefix and Path(f"{prefix}.index").is_file():
+            return prefix
+    return None
+
+
+def _recorded_best(folder: Path) -> str | None:
+    """The prefix `folder/best.json` names (a file name inside `folder`), or None."""
+    try:
+        record = json.loads((folder / "best.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # none, or unreadable: the state file may still tell
+        return None
+    name = record.get("checkpoint") if isinstance(record, dict) else None
+    if not isinstance(name, str) or Path(name).name != name:  # a bare name, never a path
+        return None
+    return str(folder / name)
 
 
 def load_generator(run_dir: Path, which: str = "latest") -> LoadedGenerator:

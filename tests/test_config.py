@@ -1,5 +1,6 @@
 """Configuration: precedence, unknown keys, types, ranges, resume compatibility."""
 
+import codecs
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,78 @@ def test_save_and_load_round_trip_and_state_mismatches(tmp_path):
     assert config.state_mismatches(back, longer) == []  # epochs and dataset string may change
     wider = config.resolve({"dataset": "x", "resolution": 64, "ngf": 32})
     assert config.state_mismatches(back, wider) == ["ngf: run has 16, you asked for 32"]
+
+
+# -- config files written on Windows: encodings and backslashes (issue 12) ---------------------
+
+YAML_TEXT = 'dataset: "größe"\nbatch-size: 4\n'
+
+
+def write_bytes(tmp_path: Path, data: bytes) -> Path:
+    path = tmp_path / "run.yaml"
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("encoded", [
+    YAML_TEXT.encode("utf-8"),
+    codecs.BOM_UTF8 + YAML_TEXT.encode("utf-8"),  # Notepad's "UTF-8 with BOM"
+    YAML_TEXT.encode("utf-16"),  # Windows PowerShell 5.1 `>` and Out-File: UTF-16 LE with a BOM
+    codecs.BOM_UTF16_BE + YAML_TEXT.encode("utf-16-be"),
+    YAML_TEXT.encode("utf-32"),
+    codecs.BOM_UTF32_BE + YAML_TEXT.encode("utf-32-be"),
+    YAML_TEXT.replace("\n", "\r\n").encode("utf-16"),
+], ids=["utf8", "utf8-bom", "utf16le-bom", "utf16be-bom", "utf32le-bom", "utf32be-bom",
+        "utf16-crlf"])
+def test_yaml_in_any_unicode_encoding_with_its_mark(tmp_path, encoded, caplog):
+    assert config.load_yaml(write_bytes(tmp_path, encoded)) == {"dataset": "größe", "batch_size": 4}
+    assert caplog.text == ""
+
+
+def test_ansi_yaml_is_read_as_cp1252_with_a_warning(tmp_path, caplog):
+    path = write_bytes(tmp_path, ("# Set-Content writes ANSI\n" + YAML_TEXT).encode("cp1252"))
+    assert config.load_yaml(path) == {"dataset": "größe", "batch_size": 4}
+    assert f"{path}, line 2: not UTF-8; read as Windows ANSI (cp1252)" in caplog.text
+
+
+@pytest.mark.parametrize("data, match", [
+    (b"dataset: x\nbatch-size: \x81\x8d\n", r"run.yaml, line 2: not valid cp1252"),
+    (codecs.BOM_UTF8 + b"dataset: x\n\nbad: \xff\n", r"run.yaml, line 3: not valid utf-8-sig"),
+    ("dataset: x\n".encode("utf-16-le"), "UTF-16 or UTF-32 without a byte-order mark"),
+], ids=["not-cp1252", "bad-utf8-after-bom", "utf16-without-bom"])
+def test_undecodable_yaml_is_one_line_naming_the_file_and_line(tmp_path, data, match):
+    with pytest.raises(UserError, match=match) as info:
+        config.load_yaml(write_bytes(tmp_path, data))
+    assert "\n" not in str(info.value) and "save" in str(info.value)
+
+
+def test_windows_path_in_double_quotes_is_an_error_that_says_how_to_quote(tmp_path):
+    path = write(tmp_path, 'resolution: 64\ndataset: "C:\\data\\faces"\n')
+    with pytest.raises(UserError) as info:
+        config.load_yaml(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}, line 2: not valid YAML (found unknown escape character")
+    assert "single quotes ('C:\\data')" in message and "forward slashes (C:/data)" in message
+
+
+def test_yaml_errors_name_the_line(tmp_path):
+    with pytest.raises(UserError, match=r"run.yaml, line 3: not valid YAML \(found character "
+                                        "'@' that cannot start any token\\); fix the file"):
+        config.load_yaml(write(tmp_path, "dataset: x\nngf: 16\nbad: @x\n"))
+
+
+def test_escapes_in_a_double_quoted_windows_path_are_warned_about(tmp_path, caplog):
+    path = write(tmp_path, 'dataset: "C:\\new\\table"\nout: "D:\\temp"\n')
+    values = config.load_yaml(path)
+    assert values == {"dataset": "C:\new\table", "out": "D:\temp"}  # YAML's reading, kept
+    assert f'{path}, line 1: in "C:\\new\\table" YAML reads \\n, \\t as escapes' in caplog.text
+    assert f"{path}, line 2:" in caplog.text and "single quotes" in caplog.text
+
+
+@pytest.mark.parametrize("line", [
+    "dataset: 'C:\\new\\data'", 'dataset: "C:\\\\new\\\\data"', "dataset: C:/new/data",
+    "dataset: C:\\new\\data", '# dataset: "C:\\new"', 'dataset: "\\new"',
+])
+def test_well_written_windows_paths_give_no_warning(tmp_path, caplog, line):
+    config.load_yaml(write(tmp_path, line + "\n"))
+    assert caplog.text == ""

@@ -2,6 +2,7 @@
 
 import io
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -13,9 +14,11 @@ from fastgan_tf.data.images import (
     BadImageError,
     discover_images,
     fingerprint,
+    legacy_fingerprint,
     load_image,
     load_images,
     open_rgb,
+    same_dataset,
 )
 from fastgan_tf.data.pipeline import (
     epoch_plan,
@@ -252,6 +255,73 @@ def test_fingerprint_depends_on_files_and_params(folder):
     assert base != fingerprint(files[1:], folder, resolution=16)
     (folder / "grey.png").write_bytes((folder / "grey.png").read_bytes() + b"\0")
     assert base != fingerprint(files, folder, resolution=16)
+
+
+def _copy_with_new_times(folder, target):
+    """A copy as another OS or a backup makes it: same bytes, other modification times."""
+    shutil.copytree(folder, target)
+    for i, path in enumerate(sorted(target.rglob("*"))):
+        os.utime(path, ns=(10**18 + i, 10**18 + i))
+    return discover_images(target)
+
+
+def test_fingerprint_follows_the_contents_not_the_times(folder, tmp_path):
+    files = discover_images(folder)
+    base = fingerprint(files, folder, resolution=16)
+    copy = _copy_with_new_times(folder, tmp_path / "copied")
+    assert fingerprint(copy, tmp_path / "copied", resolution=16) == base
+    assert legacy_fingerprint(copy, tmp_path / "copied", resolution=16) != \
+        legacy_fingerprint(files, folder, resolution=16)  # the old one changed with the times
+
+    target = tmp_path / "copied" / "dark.bmp"
+    stat = target.stat()
+    data = bytearray(target.read_bytes())
+    data[-1] ^= 1  # one byte, same size, same modification time
+    target.write_bytes(bytes(data))
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert fingerprint(copy, tmp_path / "copied", resolution=16) != base
+
+    renamed = tmp_path / "renamed"
+    shutil.copytree(folder, renamed)
+    (renamed / "grey.png").rename(renamed / "gray.png")
+    assert fingerprint(discover_images(renamed), renamed, resolution=16) != base
+
+
+def test_fingerprint_samples_both_ends_of_large_files(tmp_path):
+    path = tmp_path / "big.png"
+    data = bytearray(np.random.default_rng(0).integers(0, 256, 3 * images_mod.SAMPLE_BYTES,
+                                                       dtype=np.uint8).tobytes())
+    path.write_bytes(bytes(data))
+    base = fingerprint([path], tmp_path)
+    for where in (0, len(data) - 1):
+        changed = bytearray(data)
+        changed[where] ^= 1
+        path.write_bytes(bytes(changed))
+        assert fingerprint([path], tmp_path) != base
+    path.write_bytes(bytes(data))
+    assert fingerprint([path], tmp_path) == base
+
+
+def test_fingerprints_recorded_by_older_versions_are_recognised(folder, tmp_path):
+    files = discover_images(folder)
+    params = {"resolution": 16, "crop": "center"}
+    old = legacy_fingerprint(files, folder, **params)
+    assert old != fingerprint(files, folder, **params)
+    assert same_dataset(old, files, folder, **params)
+    assert same_dataset(fingerprint(files, folder, **params), files, folder, **params)
+    assert not same_dataset(old, files, folder, resolution=32, crop="center")
+    assert not same_dataset(None, files, folder, **params)
+    copy = _copy_with_new_times(folder, tmp_path / "copied")
+    assert not same_dataset(old, copy, tmp_path / "copied", **params)  # as before: times differ
+    assert same_dataset(fingerprint(files, folder, **params), copy, tmp_path / "copied", **params)
+
+
+def test_decode_cache_of_an_older_version_is_still_used(folder, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    with monkeypatch.context() as m:  # an older version keyed its cache by the mtime fingerprint
+        m.setattr(images_mod, "fingerprint", images_mod.legacy_fingerprint)
+        assert not load_images(folder, 16, cache_dir=cache, progress=False).from_cache
+    assert load_images(folder, 16, cache_dir=cache, progress=False).from_cache
 
 
 # --------------------------------------------------------------------------------------------

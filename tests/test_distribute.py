@@ -126,9 +126,9 @@ def test_two_replicas_of_4_match_one_device_of_8(tmp_path):
     """~70 s. Same z, augmentation, margins and quadrant per sample; synchronised BatchNorm.
 
     Tolerance (README "Several GPUs"): the one-step update differs by < 1e-2 relative for D and
-    < 3e-2 for G. This is float32 rounding amplified by BatchNorm: computing the one-device run's
-    BN variance as E[x^2] - E[x]^2 (as synchronised BN does) instead of E[(x - mean)^2] moves
-    G's update by 7e-3 on its own. Losses agree to 1e-5.
+    < 3e-2 for G: float32 rounding amplified by BatchNorm (measured when synchronised BN still
+    took the variance as E[x^2] - E[x]^2, which alone moved G's update by 7e-3; the statistics
+    are now two-pass sums, all-reduced). Losses agree to 1e-5.
     """
     script = tmp_path / "one_step.py"
     script.write_text(ONE_STEP)

@@ -209,6 +209,7 @@ def test_table_folders_follow_the_environment(tmp_path, monkeypatch):
     assert INCEPTION_V3_NOTOP.path.parent == paths.keras_cache_dir()
     assert INCEPTION_2015.path == tmp_path / "cache" / INCEPTION_2015.name  # FASTGAN_CACHE
     monkeypatch.delenv("FASTGAN_CACHE")
+    monkeypatch.setattr(paths, "os", types.SimpleNamespace(name="posix", environ=paths.os.environ))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert INCEPTION_2015.path == tmp_path / "xdg" / "fastgan_tf" / INCEPTION_2015.name
     monkeypatch.setenv("LOCALAPPDATA", str(tmp_path / "local"))

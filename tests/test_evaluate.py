@@ -4,6 +4,7 @@ import json
 import os
 import re
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -16,7 +17,11 @@ from fastgan_tf import generation
 from fastgan_tf.cli import evaluate as evaluate_cli
 from fastgan_tf.cli.evaluate import main
 from fastgan_tf.cli.train import main as train_main
-from fastgan_tf.metrics import FeatureStats, kernel_inception_distance
+from fastgan_tf.metrics import (
+    FeatureStats,
+    kernel_inception_distance,
+    precision_recall_density_coverage,
+)
 from fastgan_tf.runs import load_generator
 from fastgan_tf.training.dataset import load_training_images
 
@@ -145,6 +150,39 @@ def test_fid_kid_json_cache_and_readable_line(trained, inception_file, reuse_bac
     assert logged[-3:-1] == [first, second]
 
 
+def test_pr_shares_the_generated_features_with_kid(trained, inception_file, reuse_backbones,
+                                                  monkeypatch, capsys):
+    monkeypatch.setattr("fastgan_tf.metrics.load_backbone", reuse_backbones)
+    argv = ["--kid", "--pr", "--out", trained.parent, "--num-samples", "8", "--batch-size", "4",
+            "--inception-weights", inception_file, "--kid-subsets", "5"]
+    backbone = reuse_backbones("keras", str(inception_file), 4)
+    embedded = []
+    features = backbone.features
+    monkeypatch.setattr(backbone, "features", lambda images: (embedded.append(len(images)),
+                                                              features(images))[1])
+    result = run_json(capsys, *argv)
+    assert sum(embedded) == 8 + 8  # the training set once (for the cache), the samples once
+    assert (result["prdc_num_real"], result["prdc_num_fake"], result["pr_k"], result["dc_k"]) \
+        == (8, 8, 3, 5)
+
+    # The scores of the first 8 images of the seed-0 stream, like KID in the test above.
+    g = load_generator(trained).generator
+    fake = features(generation.generate(g, 8, seed=0, batch_size=4))
+    real = features(load_training_images(load_generator(trained).config).images)
+    expected = precision_recall_density_coverage(real, fake)
+    for key, value in expected.items():
+        assert result[key] == pytest.approx(value, abs=1e-12), key
+    kid, _ = kernel_inception_distance(real, fake, num_subsets=5, subset_size=1000)
+    assert result["kid_mean"] == pytest.approx(kid, rel=1e-6, abs=1e-12)
+
+    assert main(list(map(str, argv))) == 0
+    line = capsys.readouterr().out.strip()
+    assert re.fullmatch(r"KID \S+ ± \S+, precision \d\.\d{3}, recall \d\.\d{3}, "
+                        r"density \d+\.\d{3}, coverage \d\.\d{3} \(keras InceptionV3 "
+                        r"\[keras-75px\], 8 generated vs 8 real, checkpoint ckpt-2, epoch 1\)",
+                        line), line
+
+
 def test_kid_subsets_is_documented_and_the_test_only_flag_is_gone(capsys):
     assert main(["--help"]) == 0
     usage = " ".join(capsys.readouterr().out.split())
@@ -160,6 +198,10 @@ def test_readable_metrics_line():
     assert evaluate_cli.metrics_line(record) == (
         "FID 41.05 (keras InceptionV3, 5000 generated vs 100 real, checkpoint ckpt-20400, "
         "epoch 1700)")
+    record.update(precision=0.71234, recall=0.3051, density=1.0476, coverage=0.81)
+    assert evaluate_cli.metrics_line(record) == (
+        "FID 41.05, precision 0.712, recall 0.305, density 1.048, coverage 0.810 (keras "
+        "InceptionV3, 5000 generated vs 100 real, checkpoint ckpt-20400, epoch 1700)")
 
 
 def test_offline_backbone_errors_are_one_line(trained, tmp_path, monkeypatch, capsys):
@@ -204,8 +246,12 @@ def test_checkpoint_best_and_a_clear_error_without_it(trained, tmp_path, capsys)
 
 
 @pytest.mark.parametrize("argv, message", [
-    ([], "no action given: pass one of --fid, --kid, --generate N"),
+    ([], "no action given: pass one of --fid, --kid, --pr, --generate N"),
     (["--fid", "--generate", "2"], "one action per call"),
+    (["--pr", "--nearest"], "got --fid/--kid/--pr and --nearest (only --fid, --kid and --pr go"),
+    (["--pr", "--truncation", "0.7"], "--truncation does not apply to --fid/--kid/--pr"),
+    (["--kid", "--pr", "--num-samples", "5"], "at least 6 for --pr (k = 5 nearest neighbours)"),
+    (["--generate", "2", "--tflite"], "--tflite goes with --export DIR"),
     (["--fid", "--truncation", "0.7"], "--truncation does not apply"),
     (["--generate", "2", "--truncation", "-1"], "must be positive"),
     (["--style-mix"], "needs a FastGAN generator of 256px"),
@@ -273,3 +319,81 @@ def test_export_matches_the_loaded_generator(trained, tmp_path, capsys):
     g = load_generator(trained).generator
     expect = g(tf.constant(z), training=False, noise_seed=tf.constant([0, 0], tf.int64))[0]
     np.testing.assert_allclose(got, np.clip(expect.numpy(), -1, 1), atol=1e-5)
+
+
+def test_export_with_tflite_and_again_without(trained, tmp_path, capsys):
+    out = tmp_path / "export"
+    result = run_json(capsys, "--export", out, "--tflite", "--batch-size", 4, "--run", trained)
+    assert result["tflite"]["batch_size"] == 4
+    assert result["tflite"]["inputs"] == {"z": ["float32", [4, 256]]}
+    assert json.loads((out / "generator.json").read_text())["tflite"] == result["tflite"]
+    assert "generator_fp16.tflite" in (out / "README.txt").read_text()
+    z = np.random.default_rng(0).standard_normal((4, 256)).astype(np.float32)
+    served = tf.saved_model.load(str(out)).signatures["serving_default"](z=tf.constant(z))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # tf.lite.Interpreter's deprecation notice
+        interpreter = tf.lite.Interpreter(model_path=str(out / "generator.tflite"))
+    got = interpreter.get_signature_runner("serving_default")(z=z)
+    np.testing.assert_allclose(got["images_float"], served["images_float"].numpy(), atol=1e-5)
+
+    main(["--export", str(out), "--run", str(trained)])  # re-export: no stale TFLite models
+    assert "Exported the EMA generator" in capsys.readouterr().out
+    assert not list(out.glob("*.tflite"))
+    assert "tflite" not in json.loads((out / "generator.json").read_text())
+
+
+# --------------------------------------------------------------------------- moved runs (issue 12)
+
+
+def moved_copy(trained, tmp_path, dataset: str):
+    """A copy of the run whose config.yaml records `dataset`, as a run trained elsewhere does."""
+    import yaml
+
+    run = tmp_path / "moved"
+    shutil.copytree(trained, run)
+    path = run / "config.yaml"
+    values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    path.write_text(yaml.safe_dump({**values, "dataset": dataset}, sort_keys=False),
+                    encoding="utf-8")
+    return run
+
+
+def test_a_run_moved_from_windows_finds_its_images_under_the_wsl_mount(trained, tmp_path,
+                                                                        monkeypatch, capsys):
+    from fastgan_tf.data import resolve as resolve_mod
+
+    monkeypatch.setattr(resolve_mod, "WSL_MOUNT_ROOT", tmp_path / "mnt")
+    images = load_generator(trained).config.dataset
+    shutil.copytree(images, tmp_path / "mnt" / "c" / "data" / "faces")
+    run = moved_copy(trained, tmp_path, "C:\\data\\faces")
+    near = run_json(capsys, "--nearest", 1, "--neighbours", 1, "--run", run,
+                    "--output-dir", tmp_path / "out")
+    assert near["num_real"] == 8
+
+
+def test_a_moved_run_takes_dataset_when_its_images_are_not_found(trained, tmp_path, monkeypatch,
+                                                                 capsys):
+    from fastgan_tf.data import resolve as resolve_mod
+
+    monkeypatch.setattr(resolve_mod, "WSL_MOUNT_ROOT", tmp_path / "mnt")
+    images = load_generator(trained).config.dataset
+    run = moved_copy(trained, tmp_path, "C:\\data\\faces")
+    err = run_error(capsys, "--nearest", 1, "--run", run)
+    assert (f"the run's dataset C:\\data\\faces is not on this machine: tried C:\\data\\faces and "
+            f"{tmp_path / 'mnt' / 'c' / 'data' / 'faces'}; pass --dataset PATH") in err
+    near = run_json(capsys, "--nearest", 1, "--neighbours", 1, "--run", run, "--dataset", images,
+                    "--output-dir", tmp_path / "out")
+    assert near["num_real"] == 8
+    err = run_error(capsys, "--generate", 1, "--run", run, "--dataset", images)
+    assert "--dataset applies to --fid, --kid, --pr and --nearest" in err
+
+
+def test_best_without_tensorflows_state_file(trained, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    (run / "best" / "checkpoint").unlink()  # a kill inside Windows' delete-then-move rename
+    best = json.loads((run / "best" / "best.json").read_text(encoding="utf-8"))
+    result = run_json(capsys, "--generate", 1, "--run", run, "--checkpoint", "best",
+                      "--output-dir", tmp_path / "out")
+    assert result["checkpoint"] == f"best/{best['checkpoint']}"
+    assert result["epoch"] == best["epoch"]

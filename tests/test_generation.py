@@ -5,15 +5,16 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
 
-from fastgan_tf import generation
+from fastgan_tf import export, generation
 from fastgan_tf.errors import UserError
-from fastgan_tf.export import export_generator, load_keras_export
+from fastgan_tf.export import TFLITE_FILES, export_generator, load_keras_export
 from fastgan_tf.metrics.scoring import truncated_normal
 from fastgan_tf.models.generator import Generator
 from fastgan_tf.models.ssd import SSDGenerator
@@ -22,16 +23,20 @@ from fastgan_tf.visualize import to_uint8
 NZ = 16
 
 
-@pytest.fixture(scope="module")
-def g64():
-    """A 64px generator whose noise inputs matter (fresh NoiseInjection weights are 0)."""
-    g = Generator(64, ngf=16, nz=NZ, seed=1).build_for_restore()
+def _with_noise(g):
+    """`g` with noise inputs that matter (fresh NoiseInjection weights are 0)."""
     for r in g.stages:
         block = getattr(g, f"feat_{r}")
         for name in ("noise1", "noise2"):
             if hasattr(block, name):
                 getattr(block, name).weight.assign(0.5)
     return g
+
+
+@pytest.fixture(scope="module")
+def g64():
+    """A 64px generator whose noise inputs matter."""
+    return _with_noise(Generator(64, ngf=16, nz=NZ, seed=1).build_for_restore())
 
 
 @pytest.fixture(scope="module")
@@ -278,6 +283,92 @@ def test_export_reloads_in_a_fresh_process_without_fastgan_tf(g64, tmp_path):
     seeded = g64(tf.constant(z), training=False, noise_seed=tf.constant([7, 0], tf.int64))[0]
     np.testing.assert_allclose(got["seeded"], np.clip(seeded.numpy(), -1, 1), atol=1e-5)
     assert not np.allclose(got["seeded"], got["floats"])
+
+
+def test_tflite_graph_rewrites_keep_the_values():
+    """The frozen-graph rewrites behind the TFLite export: noise drawn into constants, float64
+    arithmetic done in float32, the rest untouched."""
+    spec = tf.TensorSpec([3, 4], tf.float32, name="z")
+
+    def f(z):
+        noise = tf.random.stateless_normal([3, 4], seed=tf.constant([5, 0], tf.int64))
+        total = tf.cast(tf.reduce_sum(tf.cast(z, tf.float64)) / 12.0, tf.float32)
+        return {"out": z + noise - total}
+
+    graph_def = tf.function(f, input_signature=[spec]).get_concrete_function() \
+        .graph.as_graph_def()
+    graph_def = export._float64_as_float32(export._noise_as_constants(graph_def, "z:0", spec))
+    ops = {node.op for node in graph_def.node}
+    assert "StatelessRandomNormalV2" not in ops and "Cast" not in ops  # (its seed ops are dead)
+    assert not [node.name for node in graph_def.node
+                if any(attr.type == tf.float64 for attr in node.attr.values())]
+    rewritten = export._graph_function(graph_def, "z:0", spec, {"out": "Identity:0"})
+    z = tf.constant(np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32))
+    np.testing.assert_allclose(rewritten(z)["out"], f(z)["out"], atol=1e-6)
+    assert export._conversion_error(ValueError("loc(x)\nTF Select ops: Sum, RealDiv\nDetails")) \
+        == "no builtin TFLite op for Sum, RealDiv"
+
+
+def _run_tflite(model, z):
+    """serving_default of a TFLite model (a file, or the model's bytes) on z."""
+    source = {"model_content": model} if isinstance(model, bytes) else {"model_path": str(model)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # tf.lite.Interpreter's deprecation notice
+        interpreter = tf.lite.Interpreter(**source)
+    return interpreter.get_signature_runner("serving_default")(z=z)
+
+
+def test_float16_weights_keep_small_constants_in_float32():
+    """The float16 pass stores the large constants as float16 and keeps the small ones, such as
+    BatchNorm's value count B*H*W (262144 here, inf in float16), in float32."""
+    weight = np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32)
+    module = tf.Module()
+    module.f = tf.function(
+        lambda z: {"y": tf.matmul(z, weight), "count": z[:, :1] * 0.0 + 262144.0},
+        input_signature=[tf.TensorSpec([4, 64], tf.float32, name="z")])
+    float32 = tf.lite.TFLiteConverter.from_concrete_functions(
+        [module.f.get_concrete_function()], module).convert()
+    float16 = export._with_float16_weights(float32)
+    assert len(float16) < 0.6 * len(float32)
+    z = np.random.default_rng(1).standard_normal((4, 64)).astype(np.float32)
+    for model, w in ((float32, weight), (float16, weight.astype(np.float16))):
+        got = _run_tflite(model, z)
+        np.testing.assert_allclose(got["y"], z @ w.astype(np.float32), rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(got["count"], 262144.0)
+
+
+@pytest.mark.slow
+def test_tflite_models_match_the_saved_model(tmp_path):
+    # 128px: BatchNorm there averages 16 x 128 x 128 values, a count float16 cannot hold.
+    generator = _with_noise(Generator(128, ngf=8, nz=NZ, seed=5).build_for_restore())
+    out = tmp_path / "exported"
+    info = export_generator(generator, out, {"run": "r"}, tflite=True)
+    assert info["tflite"]["inputs"] == {"z": ["float32", [16, NZ]]}
+    assert info["tflite"]["files"] == {"float32": "generator.tflite",
+                                       "float16": "generator_fp16.tflite"}
+    readme = (out / "README.txt").read_text()
+    assert 'tf.lite.Interpreter(model_path="exported/generator.tflite")' in readme
+    assert "standard_normal((16, 16))" in readme and "(16, 128, 128, 3)" in readme
+    z = np.random.default_rng(5).standard_normal((16, NZ)).astype(np.float32)
+    served = tf.saved_model.load(str(out)).signatures["serving_default"](z=tf.constant(z))
+    expect_float, expect = served["images_float"].numpy(), served["images"].numpy().astype(int)
+    got = {weights: _run_tflite(out / name, z) for weights, name in TFLITE_FILES.items()}
+    assert all(result["images"].dtype == np.uint8
+               and result["images"].shape == (16, 128, 128, 3) for result in got.values())
+
+    # float32 weights: the SavedModel's arithmetic up to float32 rounding (the noise of seed
+    # (0, 0) stored as constants), so a pixel differs only where its value is a rounding tie.
+    np.testing.assert_allclose(got["float32"]["images_float"], expect_float, atol=1e-5)
+    differs = got["float32"]["images"].astype(int) != expect
+    near_tie = np.abs((expect_float + 1.0) * 127.5 % 1.0 - 0.5) < 1e-3
+    assert not (differs & ~near_tie).any()
+
+    # float16 weights: half the size, close.
+    sizes = {weights: (out / name).stat().st_size for weights, name in TFLITE_FILES.items()}
+    assert sizes["float16"] < 0.6 * sizes["float32"]
+    np.testing.assert_allclose(got["float16"]["images_float"], expect_float, atol=0.01)
+    off = np.abs(got["float16"]["images"].astype(int) - expect)
+    assert off.max() <= 2 and off.mean() < 0.05
 
 
 def test_keras_archive_round_trip_and_export_target_checks(g64, tmp_path):

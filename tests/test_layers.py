@@ -1,5 +1,12 @@
 """Building blocks against hand-computed numpy references (PyTorch semantics)."""
 
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -40,6 +47,15 @@ def np_conv(x, k, stride=1, pad=0):
 def np_bn(x, gamma, beta, eps=1e-5):
     mean, var = x.mean(axis=(0, 1, 2)), x.var(axis=(0, 1, 2))
     return (x - mean) / np.sqrt(var + eps) * gamma + beta
+
+
+def np_bn_input_gradient(x, gamma, loss_grad, eps=1e-5):
+    """d loss / d x of BatchNorm on batch statistics (beta = 0); d loss / d y = loss_grad(y)."""
+    normalized = (x - x.mean(axis=(0, 1, 2))) / np.sqrt(x.var(axis=(0, 1, 2)) + eps)
+    dx_hat = loss_grad(gamma * normalized) * gamma
+    return (dx_hat - dx_hat.mean(axis=(0, 1, 2))
+            - normalized * (dx_hat * normalized).mean(axis=(0, 1, 2))) / np.sqrt(
+                x.var(axis=(0, 1, 2)) + eps)
 
 
 def np_sigmoid(x):
@@ -260,13 +276,46 @@ def test_batchnorm_always_uses_batch_statistics(rng, training):
     bn.beta.assign(rng.normal(0, 0.3, size=5).astype(np.float32))
     y = bn(x, training=training).numpy()
     np.testing.assert_allclose(y, np_bn(x, bn.gamma.numpy(), bn.beta.numpy()), rtol=1e-4, atol=1e-5)
-    mean, var = x.mean(axis=(0, 1, 2)), x.var(axis=(0, 1, 2))
-    if training:  # moving averages updated with Keras momentum 0.9 (= torch 0.1)
+    mean, var = x.mean(axis=(0, 1, 2)), x.var(axis=(0, 1, 2), ddof=1)
+    if training:  # torch's running stats: momentum 0.1 (Keras 0.9), the unbiased variance
         np.testing.assert_allclose(bn.moving_mean.numpy(), 0.1 * mean, rtol=1e-5)
         np.testing.assert_allclose(bn.moving_variance.numpy(), 0.9 + 0.1 * var, rtol=1e-5)
     else:
         np.testing.assert_array_equal(bn.moving_mean.numpy(), 0.0)
         np.testing.assert_array_equal(bn.moving_variance.numpy(), 1.0)
+
+
+def test_batch_moments_are_float32_roundings_of_the_float64_moments(rng):
+    """8 x 256 x 256 values per channel around 50: tf.nn.moments is off by ~4e-6 (mean) and
+    ~3e-5 (variance) relative here; the two-pass float64 sums are within float32's rounding."""
+    shape = (8, 256, 256, 8)
+    x = (50 + rng.uniform(-10, 10, 8) + rng.uniform(0.5, 3, 8) * rng.normal(size=shape))
+    x = x.astype(np.float32)
+    mean, variance, count = L.batch_moments(tf.constant(x))
+    exact = x.astype(np.float64)
+    assert mean.dtype == variance.dtype == tf.float32 and float(count) == 8 * 256 * 256
+    float32_ulp = np.finfo(np.float32).eps
+    np.testing.assert_allclose(mean.numpy(), exact.mean(axis=(0, 1, 2)), rtol=float32_ulp, atol=0)
+    np.testing.assert_allclose(variance.numpy(), exact.var(axis=(0, 1, 2)), rtol=float32_ulp,
+                               atol=0)
+
+
+def test_batch_moments_have_tf_nn_moments_gradient_and_compile_with_xla(rng):
+    x = tf.constant((3 + 2 * rng.normal(size=(4, 8, 8, 5))).astype(np.float32))
+    weights = tf.constant(rng.normal(size=(2, 5)).astype(np.float32))
+
+    def loss_and_gradient(moments):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            mean, variance = moments(x)[:2]
+            loss = tf.reduce_sum(weights[0] * mean + weights[1] * tf.math.rsqrt(variance + 1e-5))
+        return loss, tape.gradient(loss, x)
+
+    expected = loss_and_gradient(lambda t: tf.nn.moments(t, axes=[0, 1, 2]))
+    for compiled in (False, True):
+        got = tf.function(lambda: loss_and_gradient(L.batch_moments), jit_compile=compiled)()
+        np.testing.assert_allclose(got[0].numpy(), expected[0].numpy(), rtol=1e-6)
+        np.testing.assert_allclose(got[1].numpy(), expected[1].numpy(), rtol=1e-4, atol=1e-8)
 
 
 def test_batchnorm_float16_input_computes_in_float32(rng):
@@ -277,6 +326,74 @@ def test_batchnorm_float16_input_computes_in_float32(rng):
     assert y.dtype == tf.float16 and bn.gamma.dtype == "float32"
     ref = np_bn(x.astype(np.float32), bn.gamma.numpy(), bn.beta.numpy())
     np.testing.assert_allclose(y.numpy().astype(np.float32), ref, atol=2e-2)
+    exact = x.astype(np.float64)
+    assert bn.moving_mean.dtype == bn.moving_variance.dtype == "float32"
+    np.testing.assert_allclose(bn.moving_mean.numpy(), 0.1 * exact.mean(axis=(0, 1, 2)), rtol=1e-6)
+    np.testing.assert_allclose(bn.moving_variance.numpy(),
+                               0.9 + 0.1 * exact.var(axis=(0, 1, 2), ddof=1), rtol=1e-6)
+
+
+SYNC_BN = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    from fastgan_tf.models import layers as L
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    x = (40 + 3 * np.random.default_rng(0).normal(size=(4, 16, 16, 6))).astype(np.float32)
+
+    def run(strategy, batches):
+        with strategy.scope():
+            bn = L.BatchNorm(sync=True)
+            bn.build(x.shape)
+            bn.gamma.assign(np.linspace(0.5, 1.5, 6, dtype=np.float32))
+
+        def step(batch):
+            with tf.GradientTape() as tape:
+                tape.watch(batch)
+                y = bn(batch, training=True)
+                loss = tf.reduce_sum(y ** 3 * tf.range(6, dtype=tf.float32))
+            return y, tape.gradient(loss, batch)
+
+        outs = strategy.experimental_local_results(strategy.run(tf.function(step), (batches,)))
+        y, grad = (np.concatenate([o[i].numpy() for o in outs]) for i in (0, 1))
+        return dict(y=y.tolist(), grad=grad.tolist(), mean=bn.moving_mean.numpy().tolist(),
+                    variance=bn.moving_variance.numpy().tolist())
+
+    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    halves = mirrored.experimental_distribute_values_from_function(
+        lambda ctx: tf.constant(x[2 * ctx.replica_id_in_sync_group:][:2]))
+    one = tf.distribute.OneDeviceStrategy("/cpu:0")
+    json.dump(dict(two=run(mirrored, halves), one=run(one, tf.constant(x)),
+                   x=x.tolist()), sys.stdout)
+""")
+
+
+@pytest.mark.slow
+def test_synchronized_batchnorm_over_two_replicas_matches_one_device(tmp_path):
+    """~15 s (a subprocess: devices are configured once per process). Two CPU replicas of 2
+    images: the same outputs, input gradients and running statistics (unbiased over all
+    4 x 16 x 16 values) as one device with all 4 images."""
+    script = tmp_path / "sync_bn.py"
+    script.write_text(SYNC_BN)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="-1",
+               PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = json.loads(done.stdout)
+    two, one, x = runs["two"], runs["one"], np.asarray(runs["x"], np.float64)
+    for key in ("y", "mean", "variance"):
+        np.testing.assert_allclose(two[key], one[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    # Input gradients: float32 backward passes (mean / std ~ 13 here costs digits), summed in
+    # another order on two replicas; both are as close to the float64 gradient (~1e-5).
+    exact = np_bn_input_gradient(x, np.linspace(0.5, 1.5, 6), lambda y: 3 * y ** 2 * np.arange(6))
+    for run in (one, two):
+        assert np.linalg.norm(np.asarray(run["grad"]) - exact) <= 3e-5 * np.linalg.norm(exact)
+    np.testing.assert_allclose(two["mean"], 0.1 * x.mean(axis=(0, 1, 2)), rtol=1e-6)
+    np.testing.assert_allclose(two["variance"], 0.9 + 0.1 * x.var(axis=(0, 1, 2), ddof=1),
+                               rtol=1e-6)
 
 
 # ------------------------------------------------------------------------------------------------

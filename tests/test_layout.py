@@ -7,11 +7,12 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "fastgan_tf"
 # From the bottom up; a module may import its own layer and the layers below it.
 LAYERS = [
-    {"errors", "paths", "io", "progress", "console", "imageops"},
-    {"downloads", "augment", "config", "checkpoint_keys", "runlock", "visualize", "models"},
+    {"errors", "paths", "io", "progress", "console", "imageops", "oscompat"},
+    {"downloads", "augment", "schedule", "config", "checkpoint_keys", "runlock", "visualize",
+     "models", "optimizers"},
     {"checkpoints", "losses", "lpips", "metrics", "data"},
     {"training"},
-    {"runs", "generation", "export", "evaluation"},
+    {"runs", "generation", "export", "evaluation", "doctor"},
     {"cli", "__main__"},
 ]
 

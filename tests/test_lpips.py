@@ -207,3 +207,26 @@ def test_unreachable_host_skips_the_download(tmp_path, monkeypatch):
     with pytest.raises(UserError) as e:
         lpips.fetch_vgg16_weights()
     _assert_offline_message(e.value, tmp_path)
+
+
+def test_batched_pairs_keep_the_loss_and_gradients_of_one_call_per_pair(rng):
+    """FastGAN's reconstruction loss: three predictions, two distinct targets. One VGG pass over
+    the predictions and one, untaped, over the targets must give what three calls gave."""
+    from fastgan_tf.losses import reconstruction_loss
+
+    loss = reconstruction_loss("lpips", vgg_weights=None)
+    preds = [tf.Variable(rng.uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)) for _ in range(3)]
+    whole = tf.Variable(rng.uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32))
+    piece = tf.Variable(rng.uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32))
+    targets = [whole, whole, piece]
+
+    with tf.GradientTape() as tape:
+        before = sum(tf.reduce_sum(loss(p, t)) for p, t in zip(preds, targets))
+    expected = tape.gradient(before, preds)
+    with tf.GradientTape() as tape:
+        after = sum(tf.reduce_sum(d) for d in loss.pairs(preds, targets))
+    got = tape.gradient(after, preds + [whole, piece])
+    np.testing.assert_allclose(after.numpy(), before.numpy(), rtol=1e-5)
+    for g, e in zip(got[:3], expected):
+        np.testing.assert_allclose(g.numpy(), e.numpy(), rtol=1e-4, atol=1e-7)
+    assert got[3] is None and got[4] is None  # the targets stay constants

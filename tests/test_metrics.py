@@ -14,6 +14,7 @@ from support import PixelBackbone
 from fastgan_tf.metrics import (
     FeatureStats,
     MetricOptions,
+    PartialFeaturesWarning,
     SingularCovarianceWarning,
     calc_metric,
     compute_stats,
@@ -22,9 +23,11 @@ from fastgan_tf.metrics import (
     is_valid_metric,
     kernel_inception_distance,
     list_valid_metrics,
+    precision_recall_density_coverage,
     real_stats,
     register_metric,
 )
+from fastgan_tf.metrics import prdc as prdc_module
 from fastgan_tf.metrics import registry
 
 
@@ -121,6 +124,130 @@ def test_kid_same_distribution_is_near_zero(rng):
     shifted, _ = kernel_inception_distance(a, b + 0.1, num_subsets=20, subset_size=100)
     assert abs(same_set) < 0.1 * shifted and abs(same_dist) < 0.1 * shifted
     assert shifted > 0.0
+
+
+# --------------------------------------------------------------------------- PRDC
+
+
+def _prdc_by_definition(real, fake, pr_k=3, dc_k=5):
+    """The four scores written out from the definitions, with every distance a plain norm of a
+    difference: B(x, r) holds y if |x - y| < r or y == x; r is the k-th distance to the others."""
+    real, fake = np.asarray(real, np.float64), np.asarray(fake, np.float64)
+
+    def dist(a, b):
+        return np.linalg.norm(a[:, None, :] - b[None, :, :], axis=-1)
+
+    def radii(x, k):
+        d = dist(x, x)
+        np.fill_diagonal(d, np.inf)
+        return np.sort(d, axis=1)[:, k - 1]
+
+    def inside(d, r):  # d[j, i]: generated j to real i
+        return (d < r) | (d == 0.0)
+
+    d = dist(fake, real)
+    in_real_pr = inside(d, radii(real, pr_k)[None, :])
+    in_real_dc = inside(d, radii(real, dc_k)[None, :])
+    in_fake = inside(d, radii(fake, pr_k)[:, None])
+    return {"precision": in_real_pr.any(axis=1).mean(), "recall": in_fake.any(axis=0).mean(),
+            "density": in_real_dc.sum() / (dc_k * len(fake)),
+            "coverage": in_real_dc.any(axis=0).mean()}
+
+
+def _assert_scores(got, expected):
+    assert set(got) == {"precision", "recall", "density", "coverage"}
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value, abs=1e-12), key
+
+
+@pytest.mark.parametrize("pr_k, dc_k", [(3, 5), (3, 3), (1, 2)])
+def test_prdc_matches_the_definitions(rng, pr_k, dc_k):
+    real = rng.normal(size=(40, 6))
+    fake = rng.normal(0.8, 0.6, size=(70, 6))  # shifted and narrower: no score is 0 or 1
+    expected = _prdc_by_definition(real, fake, pr_k, dc_k)
+    _assert_scores(precision_recall_density_coverage(real, fake, pr_k, dc_k), expected)
+    assert all(0.0 < expected[key] < 1.0 for key in ("precision", "recall", "coverage"))
+
+
+def test_prdc_with_ties_and_duplicates_matches_the_definitions(rng):
+    # Integer points on a small grid: many equal distances and many exact duplicates.
+    real = rng.integers(0, 4, size=(60, 2)).astype(np.float32)
+    fake = rng.integers(0, 5, size=(50, 2)).astype(np.float32)
+    _assert_scores(precision_recall_density_coverage(real, fake),
+                   _prdc_by_definition(real, fake))
+
+
+def test_prdc_by_hand_on_a_line():
+    real = np.array([[0.0], [1.0], [3.0]])  # k = 1 radii: 1, 1, 2
+    fake = np.array([[0.5], [10.0]])  # radii 9.5, 9.5
+    # 0.5 lies in the balls of 0 and 1, 10 in none; the real 3 is in no real ball's reach of a
+    # generated point; every real point is within 9.5 of 0.5.
+    _assert_scores(precision_recall_density_coverage(real, fake, pr_k=1, dc_k=1),
+                   {"precision": 0.5, "recall": 1.0, "density": 1.0, "coverage": 2 / 3})
+
+
+def test_prdc_of_identical_and_of_far_apart_sets(rng):
+    real = rng.normal(size=(80, 16)).astype(np.float32)
+    # Identical sets: each ball holds its centre's twin and the k - 1 nearer neighbours' twins
+    # (the k-th lies on the boundary of the open ball): density exactly 1.
+    _assert_scores(precision_recall_density_coverage(real, real.copy()),
+                   {"precision": 1.0, "recall": 1.0, "density": 1.0, "coverage": 1.0})
+    _assert_scores(precision_recall_density_coverage(real, real[::-1] + 100.0),
+                   {"precision": 0.0, "recall": 0.0, "density": 0.0, "coverage": 0.0})
+
+
+def test_prdc_keeps_duplicates_inside_their_zero_radius_balls(rng):
+    point = rng.normal(size=(1, 8))
+    real = np.concatenate([np.repeat(point, 4, axis=0), rng.normal(size=(20, 8))])  # radius 0
+    fake = np.concatenate([point, rng.normal(size=(9, 8)) + 50.0])
+    got = precision_recall_density_coverage(real, fake, pr_k=3, dc_k=3)
+    # The copy of `point` is in the four zero-radius balls (and no other): an open ball alone
+    # would hold nothing and score 0 everywhere.
+    _assert_scores(got, {"precision": 0.1, "density": 4 / (3 * 10), "coverage": 4 / 24})
+    _assert_scores(got, _prdc_by_definition(real, fake, 3, 3))
+
+
+def test_prdc_is_exact_far_from_the_origin(rng):
+    # |a|^2 + |b|^2 - 2a.b would lose all 16 digits to cancellation here (|a|^2 ~ 6e13, distances
+    # ~1e-2; uncentred, every score comes out 1 and density 4): the features are centred first.
+    real = 1e6 + 1e-2 * rng.normal(size=(50, 64))
+    fake = 1e6 + 1e-2 * rng.normal(0.3, 1.0, size=(60, 64))
+    expected = _prdc_by_definition(real, fake)
+    _assert_scores(precision_recall_density_coverage(real, fake), expected)
+    assert expected["density"] < 1.0
+
+
+def test_prdc_blocks_do_not_change_the_result(rng, monkeypatch):
+    real, fake = rng.normal(size=(45, 5)), rng.normal(0.2, size=(38, 5))
+    whole = precision_recall_density_coverage(real, fake)
+    monkeypatch.setattr(prdc_module, "BLOCK_DISTANCES", 7)  # blocks of 1 row, ragged ends
+    assert precision_recall_density_coverage(real, fake) == whole
+    monkeypatch.setattr(prdc_module, "BLOCK_DISTANCES", 100)  # 2 rows against 45 columns
+    assert precision_recall_density_coverage(real, fake) == whole
+
+
+def test_prdc_needs_more_rows_than_neighbours(rng):
+    with pytest.raises(ValueError, match="more than k = 5 real feature rows, got 5"):
+        precision_recall_density_coverage(rng.normal(size=(5, 3)), rng.normal(size=(9, 3)))
+    with pytest.raises(ValueError, match="more than k = 3 generated feature rows, got 3"):
+        precision_recall_density_coverage(rng.normal(size=(9, 3)), rng.normal(size=(3, 3)))
+    with pytest.raises(ValueError, match="equal D"):
+        precision_recall_density_coverage(rng.normal(size=(9, 3)), rng.normal(size=(9, 4)))
+
+
+def test_registered_prdc_reports_its_rows_and_warns_when_rows_were_dropped(rng):
+    x = rng.normal(size=(30, 4))
+    real, fake = FeatureStats(keep_features=True), FeatureStats(keep_features=True, max_keep=12)
+    real.update(x[:20])
+    fake.update(x[20:] + 0.1)
+    fake.update(x[:10] + 0.1)  # 20 generated rows seen, the first 12 kept
+    with pytest.warns(PartialFeaturesWarning, match="first 12 of 20 generated images"):
+        result = calc_metric("prdc", real, fake, MetricOptions(pr_k=2, dc_k=4))
+    expected = _prdc_by_definition(real.features, fake.features, 2, 4)
+    _assert_scores({k: result[k] for k in expected}, expected)
+    assert {k: result[k] for k in ("pr_k", "dc_k", "prdc_num_real", "prdc_num_fake")} == \
+        {"pr_k": 2, "dc_k": 4, "prdc_num_real": 20, "prdc_num_fake": 12}
+    json.dumps(result)
 
 
 # --------------------------------------------------------------------------- FeatureStats
@@ -300,6 +427,24 @@ def test_evaluate_generator_end_to_end(tmp_path):
     assert set(only_fid) == {"backbone", "num_fake", "num_real", "fid"}
 
 
+def test_evaluate_generator_scores_prdc_from_the_same_generated_features(tmp_path):
+    backbone = FakeBackbone()
+    real = real_stats(tmp_path, "d", 8, lambda: _image_batches(0, 200), backbone)
+    backbone.calls = 0
+    same = evaluate_generator(_sampler(1)[0], 300, 50, backbone, real,
+                              metrics=("prdc", "fid", "kid"), kid_subsets=3)
+    assert backbone.calls == 6  # 300 images embedded once for the three metrics
+    assert list(same)[3:] == ["fid", "kid_mean", "kid_std", "kid_subset_size", "precision",
+                              "recall", "density", "coverage", "pr_k", "dc_k", "prdc_num_real",
+                              "prdc_num_fake"]
+    assert (same["prdc_num_real"], same["prdc_num_fake"], same["pr_k"], same["dc_k"]) == \
+        (200, 300, 3, 5)
+    assert 0.8 < same["density"] < 1.2 and same["coverage"] > 0.9 and same["precision"] > 0.8
+    far = evaluate_generator(_sampler(2, shift=0.5)[0], 300, 50, backbone, real, metrics=("prdc",))
+    for key in ("precision", "recall", "density", "coverage"):
+        assert far[key] < 0.3 * same[key], key
+
+
 def test_evaluate_generator_rejects_mismatches(tmp_path):
     backbone = FakeBackbone()
     batches_fn = lambda: _image_batches(0, 40)  # noqa: E731
@@ -343,11 +488,11 @@ def scratch_registry(monkeypatch):
     monkeypatch.setattr(registry, "_metric_dict", dict(registry._metric_dict))
 
 
-def test_fid_and_kid_are_the_registered_metrics():
-    assert list_valid_metrics() == ["fid", "kid"]
-    assert is_valid_metric("kid") and not is_valid_metric("is")
-    assert [m.needs_features for m in registry.lookup_metrics(["kid", "fid", "kid"])] == [False,
-                                                                                          True]
+def test_fid_kid_and_prdc_are_the_registered_metrics():
+    assert list_valid_metrics() == ["fid", "kid", "prdc", "diversity"]
+    assert is_valid_metric("kid") and is_valid_metric("prdc") and not is_valid_metric("pr")
+    assert [m.needs_features for m in registry.lookup_metrics(["prdc", "kid", "fid", "kid"])] \
+        == [False, True, True]
 
 
 def test_registered_fid_and_kid_are_the_plain_formulas(tmp_path):
@@ -370,9 +515,10 @@ def test_registered_fid_and_kid_are_the_plain_formulas(tmp_path):
 
 def test_unknown_metric_names_list_the_valid_ones(tmp_path):
     real = FeatureStats()
-    with pytest.raises(ValueError, match=r"unknown metrics \['is', 'pr'\]; choose from fid, kid"):
+    with pytest.raises(ValueError,
+                       match=r"unknown metrics \['is', 'pr'\]; choose from fid, kid, prdc"):
         evaluate_generator(_sampler(1)[0], 16, 8, FakeBackbone(), real, metrics=("fid", "is", "pr"))
-    with pytest.raises(ValueError, match="choose from fid, kid"):
+    with pytest.raises(ValueError, match="choose from fid, kid, prdc"):
         calc_metric("is", real, real)
 
 

@@ -6,11 +6,14 @@ http.server on 127.0.0.1 these tests use too.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import re
 import stat
+import urllib.parse
 import zipfile
+from pathlib import PurePosixPath
 
 import numpy as np
 import pytest
@@ -25,6 +28,8 @@ from fastgan_tf.data.archive import (
     UnsafeArchiveError,
     extract_parquet,
     output_name,
+    portable_part,
+    portable_paths,
     safe_extract_zip,
     safe_member_path,
     sniff_suffix,
@@ -226,6 +231,100 @@ def test_corrupt_archive_leaves_nothing_that_looks_complete(server, tmp_path, mo
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # no tmp folder, no download
 
 
+# -- sources checked for issue 12: the Hub's conversions, the DiffAugment bundle --------------
+
+DIFFAUG_SETS = {"obama": "100-shot-obama", "grumpy_cat": "100-shot-grumpy_cat",
+                "panda": "100-shot-panda", "animalface_cat": "AnimalFace-cat",
+                "animalface_dog": "AnimalFace-dog"}
+
+
+def local_path(url: str) -> str:
+    """What the loopback server is asked for in place of `url`: its path and query."""
+    parts = urllib.parse.urlsplit(url)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def on_loopback(info: DatasetInfo, server) -> DatasetInfo:
+    """`info` with every source moved to the loopback server (same paths and queries)."""
+    def moved(source):
+        return dataclasses.replace(source, urls=tuple(server.url(local_path(u))
+                                                      for u in source.urls))
+
+    return dataclasses.replace(info, sources=tuple(map(moved, info.sources)))
+
+
+def diffaug_bundle(counts: dict[str, int]) -> bytes:
+    """The Dropbox archive as we expect it: one zip per dataset (its layout is not known)."""
+    return make_zip({f"data-efficient-gans/datasets/{archive}.zip": dataset_zip(n, folder=archive)
+                     for archive, n in counts.items()})
+
+
+def test_moongate_and_aurora_have_the_hub_conversion_and_moongate_its_count():
+    for name in ("moongate", "aurora"):
+        converted = registry.get(name).sources[-1]
+        assert converted.urls == (f"{registry.HF_ROOT}/few-shot-{name}/resolve/"
+                                  "refs%2Fconvert%2Fparquet/default/train/0000.parquet",)
+    assert registry.get("moongate").count == 136
+
+
+def test_the_dropbox_bundle_is_the_size_limited_last_resort():
+    for name in DIFFAUG_SETS:
+        sources = registry.get(name).sources
+        assert sources[-1].urls == (registry.DIFFAUG_DROPBOX,)
+        assert sources[-1].max_bytes == registry.BUNDLE_MAX_BYTES
+        assert all(s.max_bytes is None for s in sources[:-1])
+    assert 256 * 2**20 <= registry.BUNDLE_MAX_BYTES <= 2**30
+
+
+def test_moongate_falls_back_to_the_converted_parquet(server, tmp_path, monkeypatch, caplog):
+    info = on_loopback(registry.get("moongate"), server)
+    monkeypatch.setattr(registry, "DATASETS", (info,))
+    main, converted = (local_path(s.urls[0]) for s in info.sources)
+    server.files[converted] = _parquet_bytes([png_bytes(i, (8, 8)) for i in range(136)])
+    ds = resolve_dataset("moongate", tmp_path, progress=False)
+    assert len(list(ds.root.glob("*.png"))) == 136
+    assert "expected" not in caplog.text  # the recorded count is what the copy holds
+    assert server.paths_requested() == [main, converted]  # the main file first (404 here)
+
+
+def test_the_bundle_is_downloaded_once_for_all_five_datasets(server, tmp_path, monkeypatch):
+    monkeypatch.setattr(registry, "DATASETS",
+                        tuple(on_loopback(registry.get(name), server) for name in DIFFAUG_SETS))
+    monkeypatch.setattr(resolve_mod, "parquet_available", lambda: False)  # zip sources only
+    bundle = local_path(registry.DIFFAUG_DROPBOX)
+    server.files[bundle] = diffaug_bundle({archive: 2 for archive in DIFFAUG_SETS.values()})
+    kept = tmp_path / ".downloads" / "bundles"
+    for i, name in enumerate(DIFFAUG_SETS, 1):
+        assert len(list(resolve_dataset(name, tmp_path, progress=False).root.iterdir())) == 2
+        if i < len(DIFFAUG_SETS):  # kept while it serves a dataset not extracted yet
+            assert [p.suffix for p in kept.iterdir()] == [".zip"]
+    assert server.paths_requested().count(bundle) == 1
+    assert not (tmp_path / ".downloads").exists()  # deleted with the last dataset extracted
+
+
+def test_a_bundle_without_the_dataset_is_kept_for_the_others(server, tmp_path, monkeypatch):
+    monkeypatch.setattr(registry, "DATASETS",
+                        tuple(on_loopback(registry.get(name), server) for name in DIFFAUG_SETS))
+    monkeypatch.setattr(resolve_mod, "parquet_available", lambda: False)
+    bundle = local_path(registry.DIFFAUG_DROPBOX)
+    server.files[bundle] = diffaug_bundle({"100-shot-panda": 3})
+    with pytest.raises(UserError, match=r"\(no images inside\)"):
+        resolve_dataset("obama", tmp_path, progress=False)
+    assert len(list((tmp_path / ".downloads" / "bundles").iterdir())) == 1
+    assert len(list(resolve_dataset("panda", tmp_path, progress=False).root.iterdir())) == 3
+    assert server.paths_requested().count(bundle) == 1
+
+
+def test_a_download_larger_than_its_source_allows_is_refused(server, tmp_path, monkeypatch):
+    server.files["/big.zip"] = dataset_zip(3)
+    entry = DatasetInfo("big", "t", 3, 64, (Source((server.url("/big.zip"),), "zip",
+                                                   max_bytes=100),), "l", "c")
+    monkeypatch.setattr(registry, "DATASETS", (entry,))
+    with pytest.raises(UserError, match="more than the 100 allowed"):
+        resolve_dataset("big", tmp_path, progress=False)
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
 # -- paths and zips given by the user ---------------------------------------------------------
 
 def test_folder_is_used_as_it_is(tmp_path):
@@ -320,9 +419,53 @@ def test_not_a_zip_is_reported_as_a_web_page(tmp_path):
 
 def test_member_path_rules():
     assert safe_member_path("a/./b\\c.png").as_posix() == "a/b/c.png"
-    for bad in ("../x", "/x", "\\x", "D:x", "a/../../x", "a\x00b", "", "a:b"):
+    for bad in ("../x", "/x", "\\x", "D:x", "a/../../x", "a\x00b", ""):
         with pytest.raises(UnsafeArchiveError):
             safe_member_path(bad)
+
+
+@pytest.mark.parametrize("name, portable", [
+    ("a:b.png", "a_b.png"), ('q?<>"|*.png', "q______.png"), ("x.png.", "x.png"),
+    ("y.png  ", "y.png"), ("...", "_"), ("CON", "_CON"), ("con.png", "_con.png"),
+    ("Nul.tar.gz", "_Nul.tar.gz"), ("COM1.png", "_COM1.png"), ("lpt9", "_lpt9"),
+    ("LPT\u00b9.png", "_LPT\u00b9.png"), ("AUX .png", "_AUX .png"), ("console.png", "console.png"),
+    ("COM10.png", "COM10.png"), ("ok.png", "ok.png"),
+])
+def test_names_windows_cannot_store_are_renamed(name, portable):
+    assert portable_part(name) == portable
+
+
+def test_windows_unsafe_zip_extracts_to_the_same_files_everywhere(tmp_path, caplog):
+    names = ["imgs/a:b.png", "imgs/CON.png", "imgs/dot.png.", "imgs/Dup.png", "imgs/dup.png",
+             "IMGS/more.png", "imgs/ok.png", "imgs/Sub/1.png", "imgs/sub/2.png"]
+    path = tmp_path / "windows.zip"
+    path.write_bytes(make_zip({name: png_bytes(i) for i, name in enumerate(names)}))
+    with caplog.at_level("WARNING", logger="fastgan_tf.data.archive"):
+        assert safe_extract_zip(path, tmp_path / "out") == len(names)
+    found = sorted(p.relative_to(tmp_path / "out").as_posix()
+                   for p in (tmp_path / "out").rglob("*") if p.is_file())
+    assert found == ["imgs/Dup.png", "imgs/Sub/1.png", "imgs/Sub/2.png", "imgs/_CON.png",
+                     "imgs/a_b.png", "imgs/dot.png", "imgs/dup~1.png", "imgs/more.png",
+                     "imgs/ok.png"]
+    # no file overwrote another: every member's bytes are there
+    assert (tmp_path / "out/imgs/dup~1.png").read_bytes() == png_bytes(names.index("imgs/dup.png"))
+    assert "renamed 6 of 9 files" in caplog.text
+    assert "'imgs/a:b.png' -> 'imgs/a_b.png'" in caplog.text
+
+
+def test_portable_paths_keep_the_first_spelling_and_never_collide():
+    paths = [PurePosixPath(p) for p in ("A/b.png", "a", "a/B.png", "x/y", "X/Y/z.png", "c.png",
+                                        "C.PNG", "c~1.png")]
+    assert [p.as_posix() for p in portable_paths(paths)] == [
+        "A/b.png", "a~1", "A/B~1.png", "x/y~1", "x/Y/z.png", "c.png", "C~1.PNG", "c~1~1.png"]
+
+
+def test_zip_without_unusual_names_logs_nothing(tmp_path, caplog):
+    path = tmp_path / "plain.zip"
+    path.write_bytes(dataset_zip(3, folder="cats"))
+    with caplog.at_level("INFO", logger="fastgan_tf.data.archive"):
+        safe_extract_zip(path, tmp_path / "out")
+    assert caplog.text == ""
 
 
 # -- parquet (Hugging Face) -------------------------------------------------------------------

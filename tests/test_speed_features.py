@@ -111,7 +111,7 @@ def test_accumulate_must_divide_the_batch():
 # --------------------------------------------------------------------------- mixed precision
 @pytest.mark.slow
 def test_mixed_precision_trains_with_float32_master_weights(tmp_path):
-    set_policy(True)
+    set_policy("on")
     gan = _gan(_cfg(batch_size=4), mixed=True)
     for _ in range(3):
         stats = {k: float(v) for k, v in gan.train_on_batch(_real(4)).items()}
@@ -124,6 +124,24 @@ def test_mixed_precision_trains_with_float32_master_weights(tmp_path):
     scales = [k for k in keys if "dynamic_scale" in k]
     assert len(scales) == 2  # one loss scale per optimizer, saved with the run
     assert tf.train.load_checkpoint(path).get_tensor(scales[0]) > 0
+
+
+@pytest.mark.slow
+def test_bfloat16_trains_with_float32_master_weights_and_no_loss_scale(tmp_path):
+    set_policy("bf16")
+    gan = _gan(_cfg(batch_size=4), mixed=False)  # bfloat16 has float32's range: no loss scale
+    for _ in range(3):
+        stats = gan.train_on_batch(_real(4))
+        assert all(v.dtype == tf.float32 and np.isfinite(float(v)) for v in stats.values())
+    assert gan.generator.layers[0].compute_dtype == "bfloat16"
+    assert gan.discriminator.compute_dtype == "bfloat16"
+    variables = gan.generator.variables + gan.discriminator.variables + gan.generator_ema.variables
+    assert {v.dtype for v in variables if "float" in v.dtype} == {"float32"}
+    images = gan.sample()
+    assert images.dtype == tf.float32 and np.isfinite(images.numpy()).all()
+    path = tf.train.Checkpoint(**gan.trackables()).write(str(tmp_path / "ckpt"))
+    assert not [k for k in tf.train.load_checkpoint(path).get_variable_to_shape_map()
+                if "dynamic_scale" in k]
 
 
 # --------------------------------------------------------------------------- XLA

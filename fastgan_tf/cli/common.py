@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from fastgan_tf.console import configure_logging
+from fastgan_tf.console import configure_logging, make_streams_safe
 from fastgan_tf.errors import UserError, one_line
 
 EXIT_USER_ERROR = 2
@@ -84,6 +84,7 @@ def run_cli(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace],
 
     `before_tensorflow(args)` runs first, for settings TensorFlow reads once at start-up.
     """
+    make_streams_safe()  # before --help: any text printed must not raise on a Windows code page
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help, or a bad command line already reported by `error`

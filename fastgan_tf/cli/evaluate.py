@@ -10,9 +10,10 @@ from pathlib import Path
 
 from fastgan_tf.cli.common import ArgumentParser, run_cli
 
-ACTIONS = ("--fid", "--kid", "--generate N", "--grid", "--interpolate", "--style-mix",
+ACTIONS = ("--fid", "--kid", "--pr", "--generate N", "--grid", "--interpolate", "--style-mix",
            "--nearest", "--export DIR")
 BACKBONE_LABELS = {"keras": "keras InceptionV3", "standard": "standard Inception 2015-12-05"}
+NEEDS_TRAINING_IMAGES = ("metrics", "nearest")  # the actions that read the run's dataset
 
 
 def _positive(text: str) -> int:
@@ -26,10 +27,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(
         prog="evaluate.py", allow_abbrev=False,
         description="Evaluate a trained run (default: the most recent under checkpoints/). One "
-                    "action per call; --fid and --kid together share the same samples.")
+                    "action per call; --fid, --kid and --pr together share the same samples.")
     a = p.add_argument_group("actions")
     a.add_argument("--fid", action="store_true", help="FID of generated samples vs the training set")
     a.add_argument("--kid", action="store_true", help="KID (unbiased; better for few images)")
+    a.add_argument("--pr", action="store_true",
+                   help="precision and recall (k=3), density and coverage (k=5) of the same "
+                        "Inception features")
     a.add_argument("--generate", type=_positive, metavar="N", help="write N sample PNGs")
     a.add_argument("--grid", action="store_true",
                    help="one PNG grid instead of files (of --generate N images, default 16)")
@@ -41,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="N samples (default 8), each with its nearest training images")
     a.add_argument("--export", type=Path, metavar="DIR",
                    help="save the generator as a SavedModel (+ Keras weights) to DIR")
+    a.add_argument("--tflite", action="store_true",
+                   help="--export: also TensorFlow Lite models (float32 and float16 weights) for "
+                        "batches of --batch-size latents")
 
     w = p.add_argument_group("which generator")
     w.add_argument("--run", type=Path, metavar="DIR", help="run folder (or its name under --out); default: "
@@ -68,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = p.add_argument_group("metrics")
     m.add_argument("--num-samples", type=_positive, default=5000, metavar="N",
-                   help="generated samples for FID/KID; default 5000 (vs the whole training set)")
+                   help="generated samples for FID/KID/--pr; default 5000 (vs the whole training "
+                        "set)")
     m.add_argument("--backbone", choices=("keras", "standard"),
                    help="keras InceptionV3 or the standard 2015 Inception of the papers; "
                         "default: the run's fid_backbone (keras)")
@@ -76,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="backbone weights file, for offline use (.h5, or .tgz/.pb for standard)")
     m.add_argument("--kid-subsets", type=_positive, default=100, metavar="N",
                    help="KID: average over N random subsets of up to 1000 images; default 100")
+    m.add_argument("--dataset", metavar="PATH",
+                   help="the training images for --fid/--kid/--pr/--nearest, when the run's "
+                        "own path is not on this machine (a run moved between WSL and Windows "
+                        "is found by itself); default: the run's dataset")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     return p
 
@@ -84,23 +96,37 @@ def _chosen_action(args: argparse.Namespace) -> str:
     from fastgan_tf.errors import UserError
 
     chosen = [name for name, on in (
-        ("metrics", args.fid or args.kid), ("generate", args.generate or args.grid),
+        ("metrics", args.fid or args.kid or args.pr), ("generate", args.generate or args.grid),
         ("interpolate", args.interpolate), ("style_mix", args.style_mix),
         ("nearest", args.nearest), ("export", args.export)) if on]
     if not chosen:
         raise UserError(f"no action given: pass one of {', '.join(ACTIONS)} (see --help)")
     if len(chosen) > 1:
-        names = " and ".join("--fid/--kid" if c == "metrics" else "--" + c.replace("_", "-")
+        names = " and ".join("--fid/--kid/--pr" if c == "metrics" else "--" + c.replace("_", "-")
                              for c in chosen)
-        raise UserError(f"one action per call, got {names} (only --fid and --kid go together)")
-    if chosen[0] == "metrics" and args.num_samples < 2:
-        raise UserError(f"--num-samples must be at least 2 for FID/KID, got {args.num_samples}")
-    if chosen[0] == "metrics" and args.truncation is not None:
-        raise UserError("--truncation does not apply to --fid/--kid: they score the plain "
-                        "N(0, I) generator")
+        raise UserError(f"one action per call, got {names} (only --fid, --kid and --pr go "
+                        "together)")
+    if chosen[0] == "metrics":
+        _check_metric_options(args)
+    if args.tflite and chosen[0] != "export":
+        raise UserError("--tflite goes with --export DIR")
     if args.truncation is not None and args.truncation <= 0:
         raise UserError(f"--truncation must be positive, got {args.truncation}")
     return chosen[0]
+
+
+def _check_metric_options(args: argparse.Namespace) -> None:
+    from fastgan_tf.errors import UserError
+    from fastgan_tf.metrics.prdc import DC_NEIGHBOURS
+
+    minimum, what = (DC_NEIGHBOURS + 1, f"--pr (k = {DC_NEIGHBOURS} nearest neighbours)") \
+        if args.pr else (2, "FID/KID")
+    if args.num_samples < minimum:
+        raise UserError(f"--num-samples must be at least {minimum} for {what}, got "
+                        f"{args.num_samples}")
+    if args.truncation is not None:
+        raise UserError("--truncation does not apply to --fid/--kid/--pr: they score the plain "
+                        "N(0, I) generator")
 
 
 def _run_dir(args: argparse.Namespace) -> Path:
@@ -129,6 +155,22 @@ def _load(run: Path, which: str):
     return loaded
 
 
+def _config_here(args: argparse.Namespace, action: str, cfg):
+    """The run's config with paths that work on this machine, `--dataset` applied; the paths
+    the action reads must exist (see runs.usable_config)."""
+    from fastgan_tf.errors import UserError
+    from fastgan_tf.runs import usable_config
+
+    if args.dataset is not None and action not in NEEDS_TRAINING_IMAGES:
+        raise UserError("--dataset applies to --fid, --kid, --pr and --nearest (the actions "
+                        "that read the training images)")
+    needed = ("dataset",) if action in NEEDS_TRAINING_IMAGES else ()
+    if action == "metrics" and args.inception_weights is None \
+            and args.backbone in (None, cfg.fid_backbone):
+        needed += ("inception_weights",)
+    return usable_config(cfg, dataset=args.dataset, needed=needed)
+
+
 def _provenance(run: Path, loaded, which: str) -> dict:
     name = Path(loaded.checkpoint).name
     return {"run": str(run), "checkpoint": name if which != "best" else f"best/{name}",
@@ -145,7 +187,8 @@ def _emit(args: argparse.Namespace, result: dict, line: str) -> None:
 def _metrics(args, run, loaded, info) -> dict:
     from fastgan_tf.evaluation import score_run
 
-    metrics = tuple(m for m in ("fid", "kid") if getattr(args, m))
+    metrics = tuple(name for flag, name in (("fid", "fid"), ("kid", "kid"), ("pr", "prdc"))
+                    if getattr(args, flag))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         record = score_run(run, loaded, metrics, info, backbone=args.backbone,
@@ -163,6 +206,8 @@ def metrics_line(r: dict) -> str:
         scores.append(f"FID {r['fid']:.2f}")
     if "kid_mean" in r:
         scores.append(f"KID {r['kid_mean']:.4g} ± {r['kid_std']:.2g}")
+    scores += [f"{key} {r[key]:.3f}" for key in ("precision", "recall", "density", "coverage")
+               if key in r]
     label = BACKBONE_LABELS.get(r["backbone"], r["backbone"])
     if r.get("backbone_variant") not in (None, r["backbone"]):
         label += f" [{r['backbone_variant']}]"
@@ -237,12 +282,15 @@ def _nearest(args, out_dir, loaded, info):
 def _export(args, loaded, info):
     from fastgan_tf.export import export_generator
 
-    result = export_generator(loaded.generator, args.export, info)
+    result = export_generator(loaded.generator, args.export, info, tflite=args.tflite,
+                              tflite_batch=args.batch_size)
     g = loaded.generator
+    tflite = f", generator.tflite and generator_fp16.tflite (z [{args.batch_size}, {g.nz}])" \
+        if args.tflite else ""
     return {**info, "action": "export", **result}, \
         f"Exported the EMA generator to {args.export}: a SavedModel, serving_default(z float32 " \
-        f"[N, {g.nz}]) -> images uint8 [N, {g.resolution}, {g.resolution}, {g.channels}], and " \
-        f"generator.keras (see README.txt)"
+        f"[N, {g.nz}]) -> images uint8 [N, {g.resolution}, {g.resolution}, {g.channels}], " \
+        f"generator.keras{tflite} (see README.txt)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -250,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         action = _chosen_action(args)
         run_dir = _run_dir(args)
         loaded = _load(run_dir, args.checkpoint)
+        loaded.config = _config_here(args, action, loaded.config)
         info = _provenance(run_dir, loaded, args.checkpoint)
         if action == "metrics":
             record = _metrics(args, run_dir, loaded, info)

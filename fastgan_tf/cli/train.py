@@ -19,7 +19,8 @@ from fastgan_tf.cli.common import (
 )
 from fastgan_tf.training import options
 
-_TYPES = {"int": int, "float": float, "str": str, "str | None": str}
+_TYPES = {"int": int, "float": float, "str": str, "str | None": str, "int | None": int,
+          "int | str": str}
 
 
 def _bool(text: str) -> bool:

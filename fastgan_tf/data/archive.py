@@ -5,10 +5,15 @@ checked before anything is written (no absolute paths, no `..`, no drive letters
 device entries are refused, and the total size and file count are capped - both as declared in
 the archive and as actually decompressed, because headers can lie (zip bombs). Callers extract
 into a fresh temporary folder and rename it into place only on success (see resolve.py).
+
+Names Windows cannot store as they are (`<>:"|?*`, a trailing dot or space, device names such as
+CON or LPT1, names that differ only by case) are renamed the same way on every OS, so a dataset
+extracts to the same files on Linux, macOS and Windows and no member overwrites another.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 import stat
@@ -21,6 +26,12 @@ from typing import Callable, Iterable
 MAX_TOTAL_BYTES = 16 * 1024**3  # 16 GiB: far above any few-shot set, far below a zip bomb
 MAX_FILES = 200_000
 SKIPPED_PREFIXES = ("__MACOSX/",)  # macOS resource forks: not images, just noise for the loader
+# What Windows forbids in a name, and the device names it reserves with any extension.
+_WINDOWS_FORBIDDEN = re.compile(r'[<>:"|?*]')
+_WINDOWS_DEVICES = {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$",
+                    *(f"{port}{n}" for port in ("COM", "LPT") for n in "0123456789\xb9\xb2\xb3")}
+
+log = logging.getLogger(__name__)
 
 
 class ArchiveError(Exception):
@@ -40,11 +51,61 @@ def safe_member_path(name: str) -> PurePosixPath:
     if ".." in parts:
         raise UnsafeArchiveError(f"path escapes the target folder: {name!r}")
     for part in parts:
-        if ":" in part or any(ord(c) < 32 for c in part):
+        if any(ord(c) < 32 for c in part):
             raise UnsafeArchiveError(f"unsafe file name in archive: {name!r}")
     if not parts:
         raise UnsafeArchiveError(f"empty member name in archive: {name!r}")
     return PurePosixPath(*parts)
+
+
+def portable_part(part: str) -> str:
+    """One path component as Windows can store it: forbidden characters become "_", trailing
+    dots and spaces go (Windows drops them itself), device names get a "_" in front."""
+    part = _WINDOWS_FORBIDDEN.sub("_", part).rstrip(". ") or "_"
+    return f"_{part}" if part.split(".")[0].rstrip(" ").upper() in _WINDOWS_DEVICES else part
+
+
+def _fold(text: str) -> str:
+    """Case-folded as a case-insensitive file system compares names (one character for one)."""
+    return "".join(c.upper() if len(c.upper()) == 1 else c for c in text)
+
+
+def portable_paths(paths: list[PurePosixPath]) -> list[PurePosixPath]:
+    """`paths` renamed so that each is valid on Windows and none collides with another there.
+
+    A folder keeps the spelling it first appears with ("Cats/a.png", "cats/b.png" -> both in
+    "Cats"); a file whose path another file or a folder already has, ignoring case, gets "~1",
+    "~2", ... before its suffix, in archive order.
+    """
+    folders: dict[str, str] = {}  # case-folded folder path -> its first spelling
+
+    def folder(parts: tuple[str, ...]) -> str:
+        spelled = ""
+        for part in parts:
+            spelled = f"{spelled}/{portable_part(part)}" if spelled else portable_part(part)
+            spelled = folders.setdefault(_fold(spelled), spelled)
+        return spelled
+
+    parents = [folder(path.parts[:-1]) for path in paths]  # every folder, before any file
+    taken, result = set(folders), []
+    for parent, path in zip(parents, paths):
+        name = PurePosixPath(portable_part(path.name))
+        candidate, n = PurePosixPath(parent, name), 0
+        while _fold(candidate.as_posix()) in taken:
+            n += 1
+            candidate = PurePosixPath(parent, f"{name.stem}~{n}{name.suffix}")
+        taken.add(_fold(candidate.as_posix()))
+        result.append(candidate)
+    return result
+
+
+def _report_renamed(archive: Path, before: list[PurePosixPath], after: list[PurePosixPath]):
+    renamed = [(b, a) for b, a in zip(before, after) if b != a]
+    if renamed:
+        examples = ", ".join(f"{b.as_posix()!r} -> {a.as_posix()!r}" for b, a in renamed[:3])
+        log.warning(f"{archive.name}: renamed {len(renamed)} of {len(before)} files whose names "
+                    f"Windows cannot store or would confuse ({examples}); the same names are used "
+                    "on every OS")
 
 
 def _kind(info: zipfile.ZipInfo) -> str:
@@ -101,10 +162,12 @@ def safe_extract_zip(archive: Path, target: Path, *, include: Callable[[str], bo
             raise UnsafeArchiveError(f"archive would extract to {declared} bytes, more than "
                                      f"the {max_total_bytes} allowed")
 
+        portable = portable_paths([rel for _, rel in members])
+        _report_renamed(Path(archive), [rel for _, rel in members], portable)
         target.mkdir(parents=True, exist_ok=True)
         root = target.resolve()
         written = 0
-        for info, rel in members:
+        for (info, _), rel in zip(members, portable):
             dest = target.joinpath(*rel.parts)
             if not dest.resolve().is_relative_to(root):  # belt and braces (links in target)
                 raise UnsafeArchiveError(f"path escapes the target folder: {info.filename!r}")

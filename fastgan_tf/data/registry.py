@@ -9,9 +9,13 @@ Sources, as of the last check (the project could not reach any of them from its 
   images as {"bytes", "path"} structs) plus the Hub's own conversion under
   `refs/convert/parquet/default/train/0000.parquet`. `verified=True` means the file was seen in the
   repository listing; `verified=False` means the path is inferred from the sibling repositories.
+  `moongate` and `aurora` have that conversion too (checked against the public copies for
+  issue 12: moongate holds 136 images).
 * The DiffAugment (data-efficient-gans) zip files. The per-dataset MIT URLs were reported dead in
   Dec 2024 (mit-han-lab/data-efficient-gans#106); since Sep 2024 the authors point to one Dropbox
-  archive holding every 100-shot / AnimalFace set, whose internal layout we have not seen.
+  archive holding every 100-shot / AnimalFace set, whose internal layout we have not seen. It is
+  the last resort of five datasets: downloaded once, kept under `<data_dir>/.downloads/bundles/`
+  until all five are extracted from it (see resolve.py), and refused above `BUNDLE_MAX_BYTES`.
 * No checksums are published for any of them: `sha256` stays None until someone records one.
 
 `FASTGAN_DATA_MIRROR` replaces all of this with `<mirror>/<name>.zip` (see resolve.py).
@@ -31,6 +35,11 @@ DIFFAUG_DROPBOX = (
     "?rlkey=xlmkf445fzwfno91i7954sp60&st=0itvqzdc&dl=1"  # dl=1: the file, not the preview page
 )
 DIFFAUG_HOME = "https://github.com/mit-han-lab/data-efficient-gans"
+# The bundle holds the five 100-shot / AnimalFace sets (849 images at 256x256, ~100 MB as PNG) and
+# perhaps the other low-shot sets of the same page (a few hundred images more): 512 MiB leaves
+# room for that, yet refuses a multi-GB archive (pretrained models, FFHQ/LSUN subsets) before it
+# fills a laptop's disk. The download stops at the limit, even without a Content-Length.
+BUNDLE_MAX_BYTES = 512 * 2**20
 FASTGAN_DRIVE = "https://drive.google.com/file/d/1aAJCZbXNHyraJ6Mi13dSbe7pTyfPXha0/view"
 
 CITE_DIFFAUG = ('Zhao, Liu, Lin, Zhu, Han. "Differentiable Augmentation for Data-Efficient GAN '
@@ -48,7 +57,9 @@ class Source:
 
     kind: "zip" (an archive of image files) or "parquet" (Hugging Face rows of encoded images).
     sha256: one hex digest per url, or () when unknown.
-    subdir: for an archive that bundles many datasets, the folder/zip names to pick inside it.
+    subdir: for an archive that bundles many datasets, the folder/zip names to pick inside it
+      (such an archive is downloaded once for all the datasets it serves, see resolve.py).
+    max_bytes: a download larger than this is refused (None: no limit).
     """
 
     urls: tuple[str, ...]
@@ -57,6 +68,7 @@ class Source:
     subdir: tuple[str, ...] = ()
     verified: bool = True
     note: str = ""
+    max_bytes: int | None = None
 
     def checksum(self, index: int) -> str | None:
         return self.sha256[index] if index < len(self.sha256) else None
@@ -81,8 +93,8 @@ class DatasetInfo:
         return f"{self.name}: {self.licence}. Cite: {self.citation}"
 
 
-def hf(repo: str, shards: int = 1, *, main_seen: bool = True, converted_seen: bool = True,
-       converted: bool = True) -> tuple[Source, ...]:
+def hf(repo: str, shards: int = 1, *, main_seen: bool = True,
+       converted_seen: bool = True) -> tuple[Source, ...]:
     """The Hub's parquet file(s) of `huggan/<repo>`, then its automatic parquet conversion.
 
     `*_seen` record whether that exact file was seen in the repository listing.
@@ -95,8 +107,6 @@ def hf(repo: str, shards: int = 1, *, main_seen: bool = True, converted_seen: bo
         conv = tuple(f"default/train/{i:04d}.parquet" for i in range(shards))
     main = Source(tuple(f"{HF_ROOT}/{repo}/resolve/main/{f}" for f in files), "parquet",
                   verified=main_seen, note=f"huggingface.co/datasets/huggan/{repo}")
-    if not converted:
-        return (main,)
     branch = "refs%2Fconvert%2Fparquet"
     conv_src = Source(tuple(f"{HF_ROOT}/{repo}/resolve/{branch}/{f}" for f in conv), "parquet",
                       verified=converted_seen, note=f"huggan/{repo}, Hub parquet conversion")
@@ -110,7 +120,8 @@ def diffaug(archive: str) -> tuple[Source, ...]:
                note="reported dead in Dec 2024 (data-efficient-gans#106)"),
         Source((f"{MIT_OLD_ROOT}/{archive}.zip",), "zip", verified=False, note="pre-2021 address"),
         Source((DIFFAUG_DROPBOX,), "zip", subdir=(archive,), verified=False,
-               note="all DiffAugment datasets in one archive; layout not checked"),
+               note="all DiffAugment datasets in one archive; layout not checked",
+               max_bytes=BUNDLE_MAX_BYTES),
     )
 
 
@@ -157,7 +168,7 @@ DATASETS: tuple[DatasetInfo, ...] = (
         "shells", "Shells", 64, 1024, hf("few-shot-shells"),
         WEB_IMAGES, CITE_FASTGAN, FASTGAN_DRIVE, ("shell",)),
     DatasetInfo(
-        "moongate", "Moongate", None, 1024, hf("few-shot-moongate", converted=False),
+        "moongate", "Moongate", 136, 1024, hf("few-shot-moongate"),
         WEB_IMAGES, CITE_FASTGAN, FASTGAN_DRIVE),
     DatasetInfo(
         "fauvism", "Fauvism still life", 124, 1024, hf("few-shot-fauvism-still-life"),
@@ -169,7 +180,7 @@ DATASETS: tuple[DatasetInfo, ...] = (
         "HugGAN community upload; source and licence not stated: research use only",
         "Hugging Face dataset huggan/few-shot-universe.", f"{HF_ROOT}/few-shot-universe"),
     DatasetInfo(
-        "aurora", "Aurora (HugGAN community)", None, 256, hf("few-shot-aurora", converted=False),
+        "aurora", "Aurora (HugGAN community)", None, 256, hf("few-shot-aurora"),
         "HugGAN community upload; source and licence not stated: research use only",
         "Hugging Face dataset huggan/few-shot-aurora.", f"{HF_ROOT}/few-shot-aurora"),
 )

@@ -5,12 +5,18 @@ Cache layout under the data dir (`--data-dir`, `$FASTGAN_DATA`, else the user ca
     <data_dir>/obama/                  a named dataset, complete only with .complete.json inside
     <data_dir>/zips/<stem>-<key>/      a user's .zip, keyed by its size and modification time
     <data_dir>/.downloads/<name>/      downloads in progress (`*.part`), deleted after extraction
+    <data_dir>/.downloads/bundles/     an archive serving several datasets, downloaded once and
+                                       deleted when every dataset it serves has been extracted
 
 Archives are extracted into a temporary folder beside the target, the marker is written there
 last, and the folder is renamed into place: a crash at any point leaves either no folder or an
 obviously incomplete one, never a partial dataset that looks complete. A folder without the
 marker is never deleted (its images may have been put there by hand): it is renamed aside when a
 download replaces it, and used as it is when no source can be reached.
+
+A run that moves between WSL and Windows brings paths of the other side in its config.yaml
+(`C:\\data\\faces` is `/mnt/c/data/faces` in WSL): a dataset or data dir that does not exist here
+is looked up in its other-side form too (`moved_path`).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastgan_tf import downloads
+from fastgan_tf import downloads, oscompat
 from fastgan_tf.data import registry
 from fastgan_tf.data.archive import (
     ArchiveError,
@@ -45,8 +51,13 @@ MARKER = ".complete.json"
 MIRROR_ENV = "FASTGAN_DATA_MIRROR"
 DATA_ENV = "FASTGAN_DATA"
 MIRROR_NOTE = "FASTGAN_DATA_MIRROR"
+WSL_MOUNT_ROOT = Path("/mnt")  # where WSL mounts the Windows drives: /mnt/c is C:\\
 
 log = logging.getLogger(__name__)
+
+
+class NoImagesError(ArchiveError):
+    """The archive is readable but holds no images of this dataset."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +75,59 @@ def default_data_dir() -> Path:
     if os.environ.get(DATA_ENV):
         return Path(os.environ[DATA_ENV]).expanduser()
     return cache_dir() / "datasets"
+
+
+# -- paths of a run that moved between WSL and Windows ----------------------------------------
+
+def other_side(path: str) -> str | None:
+    """The same place as the other side of WSL names it; None when `path` is not of that kind.
+
+    On Windows `/mnt/c/data` is `C:\\data`; elsewhere (WSL) `C:\\data` is `/mnt/c/data`. Drive
+    letters in either case, slashes of either kind.
+    """
+    text = str(path).strip().replace("\\", "/")
+    windows = oscompat.on_windows()
+    if windows:
+        root = re.escape(WSL_MOUNT_ROOT.as_posix().rstrip("/"))
+        match = re.fullmatch(rf"{root}/([A-Za-z])(/.*)?", text, re.IGNORECASE | re.DOTALL)
+    else:
+        match = re.fullmatch(r"([A-Za-z]):(/.*)?", text, re.DOTALL)
+    if match is None:
+        return None
+    drive, parts = match.group(1), [p for p in (match.group(2) or "").split("/") if p]
+    if windows:
+        return f"{drive.upper()}:\\" + "\\".join(parts)
+    return str(WSL_MOUNT_ROOT.joinpath(drive.lower(), *parts))
+
+
+def path_candidates(path: str) -> list[str]:
+    """`path`, then its other-side form when it has one: where a moved run's file may be."""
+    other = other_side(path)
+    return [str(path)] if other is None else [str(path), other]
+
+
+def moved_path(path: str) -> str | None:
+    """The first of `path_candidates(path)` that exists here, else None."""
+    for candidate in path_candidates(path):
+        if Path(candidate).expanduser().exists():
+            if candidate != str(path):
+                log.info(f"{path} is not on this machine; using {candidate}, the same place seen "
+                         f"from {'Windows' if oscompat.on_windows() else 'WSL'}")
+            return candidate
+    return None
+
+
+def _usable_data_dir(data_dir: Path | str | None) -> Path:
+    """`data_dir` as this machine names it; the default when it is another side's path that
+    exists in neither form (creating `C:\\...` as a relative folder on Linux would help no one)."""
+    if not data_dir:
+        return default_data_dir()
+    found = moved_path(str(data_dir))
+    if found is None and other_side(str(data_dir)) is not None:
+        log.warning(f"the data dir {data_dir} is not on this machine (tried "
+                    f"{' and '.join(path_candidates(str(data_dir)))}); using {default_data_dir()}")
+        return default_data_dir()
+    return Path(found or data_dir).expanduser()
 
 
 # -- completeness marker ----------------------------------------------------------------------
@@ -202,7 +266,7 @@ def _extract_to_cache(kind: str, files: list[Path], target: Path, source: str, *
         root = locate_root(tmp)
         found = count_images(root)
         if found == 0:
-            raise ArchiveError("no images inside")
+            raise NoImagesError("no images inside")
         if expected is not None and found != expected:
             log.warning(f"{target.name} has {found} images, {expected} expected")
         _write_marker(tmp, root, found, source, [sha256_file(f) for f in files])
@@ -215,8 +279,39 @@ def _extract_to_cache(kind: str, files: list[Path], target: Path, source: str, *
     return root
 
 
+def _download_dir(data_dir: Path, info: DatasetInfo, source: Source) -> Path:
+    """Where a source's files are downloaded: one folder per dataset, or the shared `bundles`
+    folder for an archive that serves several datasets (downloaded once for all of them)."""
+    return data_dir / ".downloads" / ("bundles" if source.subdir else info.name)
+
+
+def _still_served(source: Source, data_dir: Path) -> list[str]:
+    """The datasets a bundle serves that have not been extracted yet."""
+    return [other.name for other in registry.DATASETS
+            if any(s.urls == source.urls for s in other.sources)
+            and complete_root(data_dir / other.name) is None]
+
+
+def _discard(files: list[Path], data_dir: Path, info: DatasetInfo) -> None:
+    """Delete downloaded files and leave no empty bookkeeping folders behind (sources that
+    failed before this one leave the dataset's own download folder empty)."""
+    for f in files:
+        f.unlink(missing_ok=True)
+    downloads_dir = data_dir / ".downloads"
+    for folder in (downloads_dir / info.name, downloads_dir / "bundles", downloads_dir):
+        try:
+            folder.rmdir()
+        except OSError:  # not empty, or not there
+            pass
+
+
 def _install(info: DatasetInfo, source: Source, data_dir: Path, progress: bool) -> Path:
-    pending = data_dir / ".downloads" / info.name
+    """Download `source` and extract `info`'s images into the cache.
+
+    A bundle stays in `.downloads/bundles/` while it still serves datasets not extracted yet, so
+    that the five datasets of the DiffAugment archive cost one download, not five.
+    """
+    pending = _download_dir(data_dir, info, source)
     files = []
     for i, url in enumerate(source.urls):
         checksum = source.checksum(i)
@@ -224,23 +319,25 @@ def _install(info: DatasetInfo, source: Source, data_dir: Path, progress: bool) 
             checksum = _mirror_checksum(url)
         log.info(f"downloading {info.name} from {url}")
         dest = pending / _file_name(url, i)
-        files.append(downloads.download(url, dest, checksum, progress=progress))
+        files.append(downloads.download(url, dest, checksum, progress=progress,
+                                        max_bytes=source.max_bytes))
     try:
         include = _bundle_filter(source.subdir) if source.subdir else None
         root = _extract_to_cache(source.kind, files, data_dir / info.name, source.urls[0],
                                  include=include, nested=bool(source.subdir),
                                  expected=info.count)
-    except ArchiveError:
-        for f in files:  # a bad archive must not be picked up again by the next run
-            f.unlink(missing_ok=True)
+    except NoImagesError:
+        if not source.subdir:  # a bundle without this dataset still serves the others
+            _discard(files, data_dir, info)
         raise
-    for f in files:
-        f.unlink(missing_ok=True)
-    for folder in (pending, pending.parent):  # leave no empty bookkeeping folders behind
-        try:
-            folder.rmdir()
-        except OSError:
-            pass
+    except ArchiveError:
+        _discard(files, data_dir, info)  # a bad archive must not be picked up again by the next run
+        raise
+    waiting = _still_served(source, data_dir) if source.subdir else []
+    if waiting:
+        log.info(f"kept {files[0]} for {', '.join(waiting)} (deleted once they are extracted "
+                 "from it; deleting it yourself is safe)")
+    _discard([] if waiting else files, data_dir, info)
     return root
 
 
@@ -296,7 +393,9 @@ def _resolve_zip(path: Path, data_dir: Path) -> ResolvedDataset:
 
 def _unknown(spec: str) -> UserError:
     if any(c in spec for c in "/\\") or spec.lower().endswith(".zip"):
-        return UserError(f"--dataset {spec}: no such folder or .zip file (check the path)")
+        tried = path_candidates(spec)
+        hint = f"tried {' and '.join(tried)}" if len(tried) > 1 else "check the path"
+        return UserError(f"--dataset {spec}: no such folder or .zip file ({hint})")
     known = ", ".join(registry.names()[:6])
     return UserError(f"--dataset {spec!r} is not a folder, a .zip file or a known dataset name "
                      f"(known: {known}, ...; see `python -m fastgan_tf.data list`)")
@@ -306,11 +405,12 @@ def resolve_dataset(name_or_path: str | os.PathLike, data_dir: Path | str | None
                     progress: bool = True) -> ResolvedDataset:
     """A folder is used as it is; a .zip is extracted into the cache; a registry name is taken
     from the cache or downloaded (mirror or public sources) and extracted. UserError otherwise.
+    A path or data dir of the other side of WSL is used in this side's form (`moved_path`).
 
     `progress` shows download progress bars; what happens is logged either way."""
     spec = str(name_or_path).strip()
-    data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
-    path = Path(spec).expanduser()
+    data_dir = _usable_data_dir(data_dir)
+    path = Path((spec and moved_path(spec)) or spec).expanduser()
     if spec and path.is_dir():
         path = path.resolve()
         return ResolvedDataset(path, path.name, None)

@@ -1,5 +1,6 @@
-"""Evaluation metrics on Inception features, streamed batch by batch: FID and KID, and any
-metric registered with `register_metric` (see registry.py).
+"""Evaluation metrics on Inception features, streamed batch by batch: FID, KID, precision/recall
+and density/coverage ("prdc"), and any metric registered with `register_metric` (see
+registry.py).
 
 Typical use (the generator enters only as a callable):
 
@@ -31,9 +32,11 @@ from fastgan_tf.metrics.features import (
 )
 from fastgan_tf.metrics.frechet import SingularCovarianceWarning, frechet_distance
 from fastgan_tf.metrics.kid import kernel_inception_distance
+from fastgan_tf.metrics.prdc import precision_recall_density_coverage
 from fastgan_tf.metrics.registry import (
     DEFAULT_METRICS,
     MetricOptions,
+    PartialFeaturesWarning,
     calc_metric,
     is_valid_metric,
     list_valid_metrics,
@@ -48,6 +51,7 @@ __all__ = [
     "FeatureStats",
     "KerasInception",
     "MetricOptions",
+    "PartialFeaturesWarning",
     "SingularCovarianceWarning",
     "StandardInception",
     "backbone_weights_available",
@@ -60,6 +64,7 @@ __all__ = [
     "kernel_inception_distance",
     "list_valid_metrics",
     "load_backbone",
+    "precision_recall_density_coverage",
     "real_stats",
     "real_stats_path",
     "register_metric",

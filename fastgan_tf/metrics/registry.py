@@ -6,22 +6,29 @@ more metrics never generates or embeds more images. Adding a metric is one funct
 decorator that names it and says whether it reads the kept feature rows (`stats.features`) or
 only the mean and covariance:
 
-    @register_metric("precision_recall", needs_features=True)
-    def precision_recall(real, fake, options):
-        ...
-        return {"precision": p, "recall": r}     # the result keys, JSON-friendly
+    @register_metric("mean_gap", needs_features=False)
+    def mean_gap(real, fake, options):
+        return {"mean_gap": float(abs(real.mean() - fake.mean()).max())}  # JSON-friendly keys
 
 `needs_features` decides whether the generated features are kept during the evaluation, and
-whether cached real statistics without rows can serve it.
+whether cached real statistics without rows can serve it. Registered below: "fid", "kid"
+(kid_mean, kid_std) and "prdc" (precision, recall, density, coverage; see prdc.py).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from fastgan_tf.metrics.diversity import Reference
 from fastgan_tf.metrics.frechet import frechet_distance
 from fastgan_tf.metrics.kid import kernel_inception_distance
+from fastgan_tf.metrics.prdc import (
+    DC_NEIGHBOURS,
+    PR_NEIGHBOURS,
+    precision_recall_density_coverage,
+)
 from fastgan_tf.metrics.stats import FeatureStats
 
 DEFAULT_METRICS = ("fid", "kid")
@@ -34,6 +41,12 @@ class MetricOptions:
     kid_subsets: int = 100  # random subsets the KID estimate is averaged over
     kid_subset_size: int = 1000  # clipped to the smaller feature set
     seed: int = 0  # draws the KID subsets
+    pr_k: int = PR_NEIGHBOURS  # neighbours of precision and recall (3, Kynkaanniemi et al.)
+    dc_k: int = DC_NEIGHBOURS  # neighbours of density and coverage (5, Naeem et al.)
+
+
+class PartialFeaturesWarning(RuntimeWarning):
+    """A metric read only the kept rows (FeatureStats.max_keep), not every image's features."""
 
 
 MetricFn = Callable[[FeatureStats, FeatureStats, MetricOptions], dict]
@@ -117,3 +130,35 @@ def kid(real: FeatureStats, fake: FeatureStats, options: MetricOptions) -> dict:
                                           options.kid_subset_size, options.seed)
     subset_size = min(options.kid_subset_size, len(real.features), len(fake.features))
     return {"kid_mean": mean, "kid_std": std, "kid_subset_size": int(subset_size)}
+
+
+@register_metric("prdc", needs_features=True)
+def prdc(real: FeatureStats, fake: FeatureStats, options: MetricOptions) -> dict:
+    """Precision and recall (k = pr_k), density and coverage (k = dc_k) of the kept feature rows.
+
+    One metric with four keys, not four metrics: all of them read the same k-NN radii and one
+    pass over the real-generated distances, which would otherwise be computed up to four times.
+    The rows used are reported (prdc_num_real/fake) and a warning says when they are fewer than
+    the images, i.e. when FeatureStats kept only its first max_keep rows.
+    """
+    for stats, which in ((real, "real"), (fake, "generated")):
+        _warn_if_partial(stats, which)
+    scores = precision_recall_density_coverage(real.features, fake.features, options.pr_k,
+                                               options.dc_k)
+    return {**scores, "pr_k": options.pr_k, "dc_k": options.dc_k,
+            "prdc_num_real": len(real.features), "prdc_num_fake": len(fake.features)}
+
+
+@register_metric("diversity", needs_features=True)
+def diversity(real: FeatureStats, fake: FeatureStats, options: MetricOptions) -> dict:
+    """How varied the samples are against the training images (1: alike, near 0: collapse), and
+    the share sitting next to a training image (memorisation); see metrics/diversity.py."""
+    return Reference.of(real.features, seed=options.seed).compare(fake.features)
+
+
+def _warn_if_partial(stats: FeatureStats, which: str) -> None:
+    kept = len(stats.features)
+    if kept < stats.count:
+        warnings.warn(f"precision/recall/density/coverage use the first {kept} of {stats.count} "
+                      f"{which} images' features (max_keep {stats.max_keep})",
+                      PartialFeaturesWarning, stacklevel=3)

@@ -12,6 +12,7 @@ from fastgan_tf import paths
 from fastgan_tf.config import TrainConfig, parse_background
 from fastgan_tf.data import fingerprint, load_images
 from fastgan_tf.data.demo import make_demo_images
+from fastgan_tf.data.images import legacy_fingerprint
 
 DEMO = "demo"
 
@@ -24,6 +25,7 @@ class TrainingImages:
     name: str  # short name used for the default run folder
     fingerprint: str  # changes when the files or the decoding settings change
     summary: dict = field(default_factory=dict)  # JSON-friendly: counts and what was skipped
+    earlier_fingerprints: tuple[str, ...] = ()  # what older versions called these images
 
 
 def load_training_images(cfg: TrainConfig, progress: bool = True) -> TrainingImages:
@@ -43,9 +45,11 @@ def load_training_images(cfg: TrainConfig, progress: bool = True) -> TrainingIma
     image_set = load_images(resolved.root, cfg.resolution, parse_background(cfg.background),
                             cfg.crop, cache_dir=paths.cache_dir() / "decoded", progress=progress,
                             channels=cfg.channels)
-    key = fingerprint(image_set.files, root=resolved.root, resolution=cfg.resolution,
-                      **decode_settings(cfg))
-    return TrainingImages(np.asarray(image_set.images), resolved.name, key, image_set.summary())
+    params = dict(resolution=cfg.resolution, **decode_settings(cfg))
+    key = fingerprint(image_set.files, root=resolved.root, **params)
+    old = legacy_fingerprint(image_set.files, root=resolved.root, **params)
+    return TrainingImages(np.asarray(image_set.images), resolved.name, key, image_set.summary(),
+                          (old,))
 
 
 def decode_settings(cfg: TrainConfig) -> dict:

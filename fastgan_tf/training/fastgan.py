@@ -51,7 +51,13 @@ from fastgan_tf.training.sharding import (
     nan_unless_finite_everywhere,
     split_batch,
 )
-from fastgan_tf.training.state import RunState, copy_weights, make_optimizer
+from fastgan_tf.training.state import (
+    RunState,
+    copy_weights,
+    fake_logit_stats,
+    make_optimizer,
+    real_logit_stats,
+)
 
 
 class FastGAN(RunState):
@@ -174,8 +180,7 @@ class FastGAN(RunState):
                 _samples_first(logits, shard.batch), shard.random(MARGIN_REAL))
             scaled = self.d_opt.scale_loss(d_real + recon)
         grads.add(tape.gradient(scaled, d.trainable_variables))
-        return dict(d_real=d_real, recon=recon,
-                    logits_real=shard.weight * tf.reduce_mean(tf.cast(logits, tf.float32)))
+        return dict(d_real=d_real, recon=recon, **real_logit_stats(logits, shard.weight))
 
     def _d_fake_pass(self, shard: Shard, fakes: list, grads: GradientSum) -> dict:
         """D on the detached augmented fakes: hinge with random margins."""
@@ -186,17 +191,18 @@ class FastGAN(RunState):
                 _samples_first(logits, shard.batch), shard.random(MARGIN_FAKE))
             scaled = self.d_opt.scale_loss(d_fake)
         grads.add(tape.gradient(scaled, d.trainable_variables))
-        return dict(d_fake=d_fake)
+        return dict(d_fake=d_fake, **fake_logit_stats(logits, shard.weight))
 
     def reconstruction_loss(self, real_aug, recs, part):
-        """Sum over the batch of the three decoders' losses, as the reference codes it."""
+        """Sum over the batch of the three decoders' losses, as the reference codes it: the
+        whole image for the big and the small decoder, the quadrant `part` for the third."""
         rec_big, rec_small, rec_part = recs
         size = rec_big.shape[1]
         whole = nearest_resize(real_aug, size)
         piece = nearest_resize(quadrant(real_aug, part), size)
-        return (tf.reduce_sum(self.recon_fn(rec_big, whole))
-                + tf.reduce_sum(self.recon_fn(rec_small, whole))
-                + tf.reduce_sum(self.recon_fn(rec_part, piece)))
+        big, small, part_loss = self.recon_fn.pairs([rec_big, rec_small, rec_part],
+                                                    [whole, whole, piece])
+        return tf.reduce_sum(big) + tf.reduce_sum(small) + tf.reduce_sum(part_loss)
 
     # ----------------------------------------------------------------------------- 4. G step
     def train_generator(self, shards: list[Shard], fakes: list[dict]) -> dict:
@@ -272,9 +278,10 @@ def make_fastgan(cfg: TrainConfig, mixed: bool = False, strategy=None) -> FastGA
     return FastGAN(cfg, recon, mixed=mixed, strategy=strategy)
 
 
-def memory_estimate(cfg: TrainConfig, micro_batch: int, mixed: bool) -> dict:
-    """Device memory of one step: G's taped pass plus D's larger (real, decoding) pass."""
-    with memory.precision(mixed):
+def memory_estimate(cfg: TrainConfig, micro_batch: int, mode: str) -> dict:
+    """Device memory of one step in precision `mode`: G's taped pass plus D's larger (real,
+    decoding) pass."""
+    with memory.precision(mode):
         g, d = build_generator(cfg), build_discriminator(cfg)
     r, seed = cfg.resolution, tf.constant([0, 0], tf.int64)
     passes = {
@@ -284,7 +291,7 @@ def memory_estimate(cfg: TrainConfig, micro_batch: int, mixed: bool) -> dict:
               lambda b: tf.TensorSpec([b, r, r, cfg.channels])),
     }
     lpips = (d.recon_resolution, cfg.channels) if needs_vgg(cfg) else None
-    return memory.estimate(g, d, passes, micro_batch, mixed, lpips_input=lpips)
+    return memory.estimate(g, d, passes, micro_batch, mode, lpips_input=lpips)
 
 
 SPEC = ModelSpec(

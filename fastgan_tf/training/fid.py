@@ -22,19 +22,24 @@ from fastgan_tf import metrics
 from fastgan_tf.errors import UserError
 from fastgan_tf.io import atomic_write_text
 from fastgan_tf.metrics.scoring import real_feature_stats, score_generator
+from fastgan_tf.training.logs import read_records
 from fastgan_tf.training.state import EMA_KEY
 
 log = logging.getLogger(__name__)
 
 KID_SUBSETS = 20  # KID subsets during training; evaluate.py uses 100
+TRACKED = ("fid", "kid", "diversity")  # diversity: the health signals on Inception features
+
+
+BEST_KEYS = {"fid": "fid", "kid": "kid_mean"}  # --best-by -> the record's key
 
 
 class FidTracker:
-    """Scores the EMA generator at chosen epochs and keeps the best one."""
+    """Scores the EMA generator at chosen moments and keeps the best one by `best_by`."""
 
     def __init__(self, run_dir: Path, gan, images, fingerprint: str, num_samples: int,
                  backbone_name: str = "keras", weights: str | None = None,
-                 load_backbone=None):
+                 load_backbone=None, best_by: str = "fid"):
         self.run_dir = Path(run_dir)
         self.gan = gan
         self.images = images
@@ -47,6 +52,9 @@ class FidTracker:
         self._real = None
         self.disabled = False
         self.best = read_best(self.run_dir)
+        self.key = BEST_KEYS[best_by]
+        self.history = [r[self.key] for r in read_records(self.run_dir / "metrics.jsonl")
+                        if r.get("kind") == "fid" and self.key in r]
 
     def _prepare(self) -> bool:
         """Load the backbone and real statistics once; on failure warn once and disable FID."""
@@ -64,12 +72,19 @@ class FidTracker:
         if not self._prepare():
             return None
         result = score_generator(self.gan.generator_ema, self._backbone, self._real,
-                                 self.num_samples, kid_subsets=KID_SUBSETS)
+                                 self.num_samples, TRACKED, kid_subsets=KID_SUBSETS)
         record = dict(kind="fid", epoch=epoch, step=step, **result)
-        if self.best is None or result["fid"] < self.best["fid"]:
-            self._save_best(record)
+        self.history.append(record[self.key])
+        if self.best is None or record[self.key] < self.best.get(self.key, float("inf")):
+            self._save_best(dict(record, best_by=self.key))
             record["best"] = True
+        record.update(fid_evals_since_best=self.evals_since_best(),
+                      best_fid=self.best.get("fid", float("nan")))
         return record
+
+    def evals_since_best(self) -> int:
+        """FID evaluations of this run since its best one (0: the last one is the best)."""
+        return len(self.history) - 1 - self.history.index(min(self.history)) if self.history else 0
 
     def _save_best(self, record: dict) -> None:
         best_dir = self.run_dir / "best"

@@ -28,7 +28,7 @@ class RunLog:
     def write(self, record: dict, prefix: str = "train") -> None:
         """Log one record; its numeric fields also become TensorBoard scalars at its step."""
         record = {k: _plain(v) for k, v in record.items()}
-        with open(self.path, "a", encoding="utf-8") as f:
+        with open(self.path, "a", encoding="utf-8", newline="\n") as f:  # LF on every OS
             f.write(json.dumps(record) + "\n")
         with self._writer.as_default(step=int(record.get("step", 0))):
             for key, value in record.items():

@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import time
 from datetime import datetime
 from pathlib import Path
@@ -39,48 +38,64 @@ from fastgan_tf import config as config_lib
 from fastgan_tf.checkpoints import Checkpoints, Restored, checkpoint_number
 from fastgan_tf.config import TrainConfig
 from fastgan_tf.data import make_epoch_dataset, steps_per_epoch
+from fastgan_tf.data.resolve import moved_path
 from fastgan_tf.errors import UserError, reason_of
 from fastgan_tf.io import atomic_write_text
+from fastgan_tf.metrics.diversity import Reference, pixel_features
 from fastgan_tf.models import count_params
+from fastgan_tf.oscompat import check_path_length, retry_while_busy
 from fastgan_tf.progress import progress
 from fastgan_tf.runlock import RunLock
+from fastgan_tf.schedule import Budget, format_duration, parse_every
 from fastgan_tf.training import registry
+from fastgan_tf.training.compat import restore_objects
 from fastgan_tf.training.dataset import TrainingImages, load_training_images
 from fastgan_tf.training.distribute import make_strategy, worker_run_dir
 from fastgan_tf.training.fid import FidTracker
+from fastgan_tf.training.health import HealthMonitor
 from fastgan_tf.training.logs import RunLog
 from fastgan_tf.training.memory import estimate_for_config
-from fastgan_tf.training.precision import resolve_mixed_precision, set_policy
+from fastgan_tf.training.precision import loss_scaling, resolve_mixed_precision, set_policy
 from fastgan_tf.training.recovery import Recovery, vary
+from fastgan_tf.training.signals import GracefulStop
 from fastgan_tf.visualize import make_grid, save_image_grid
 
 log = logging.getLogger(__name__)
 
 EXIT_INTERRUPTED = 130
 DONE, STOPPED, ROLLED_BACK = "done", "stopped", "rolled back"
+OUT_OF_TIME, EARLY_STOP = "out of time", "early stop"
 
 
 def run_directory(cfg: TrainConfig, dataset_name: str) -> Path:
     return Path(cfg.out) / (cfg.run_name or f"{dataset_name}-{cfg.resolution}")
 
 
-def train(cfg: TrainConfig, fresh: bool = False) -> int:
-    """Train (or resume) the run described by `cfg`; returns the process exit code."""
+def train(cfg: TrainConfig, fresh: bool = False, stop: GracefulStop | None = None) -> int:
+    """Train (or resume) the run described by `cfg`; returns the process exit code.
+
+    A program that trains from another thread can pass `stop` and call `stop.request()` to end
+    the run as a Ctrl-C would (signals only reach the main thread).
+    """
+    _weights_here(cfg)
     data = load_training_images(cfg)
     run_dir = run_directory(cfg, data.name)
     strategy = make_strategy(cfg.strategy)  # before TensorFlow's first op
     run_dir = worker_run_dir(run_dir, strategy)  # non-chief workers: own folder
+    check_path_length(run_dir)
     with RunLock(run_dir.parent / f".{run_dir.name}.lock"):
         if fresh and run_dir.exists():
             moved = _move_aside(run_dir)
             log.info(f"--fresh: the previous run was moved to {moved}")
-        return Trainer(cfg, data, run_dir, strategy).run()
+        return Trainer(cfg, data, run_dir, strategy, stop).run()
 
 
 def dry_run(cfg: TrainConfig) -> dict:
     """Validate everything a run needs and describe it (JSON-friendly); train nothing."""
+    _weights_here(cfg)
     data = load_training_images(cfg)
     run_dir = run_directory(cfg, data.name)
+    check_path_length(run_dir)
     spec = registry.get(cfg.model)
     steps_per_epoch(len(data.images), cfg.batch_size)
     _check_recon_weights(cfg)
@@ -95,6 +110,14 @@ def dry_run(cfg: TrainConfig) -> dict:
         "run_dir": str(run_dir),
         "resumes": (run_dir / "config.yaml").exists(),
     }
+
+
+def _weights_here(cfg: TrainConfig) -> None:
+    """Weights files given with the other side's paths (a run moved between WSL2 and Windows)
+    are used where they are here (the dataset and data dir are found by resolve_dataset)."""
+    for key in ("vgg_weights", "inception_weights"):
+        if getattr(cfg, key):
+            setattr(cfg, key, moved_path(getattr(cfg, key)) or getattr(cfg, key))
 
 
 def _check_recon_weights(cfg: TrainConfig) -> None:
@@ -119,7 +142,7 @@ def _move_aside(run_dir: Path) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     target = run_dir.with_name(f"{run_dir.name}.old-{stamp}")
     try:
-        run_dir.rename(target)
+        retry_while_busy(run_dir.rename, target)
     except OSError as e:
         raise UserError(f"--fresh: cannot move {run_dir} aside to {target.name}: {reason_of(e)}; "
                         "nothing was changed") from None
@@ -155,59 +178,42 @@ def _finite_checker(trackables: dict):
     return all_finite
 
 
-class GracefulStop:
-    """First Ctrl-C (or SIGTERM): finish the step, save, exit. Second Ctrl-C: exit at once."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = {}
-
-    def __enter__(self) -> GracefulStop:
-        for sig in (signal.SIGINT, getattr(signal, "SIGTERM", None)):
-            if sig is not None:
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        log.info("Stopping: saving a checkpoint after this step (press Ctrl-C again to quit "
-                 "now; the last saved checkpoint stays intact).")
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
 class Trainer:
     """Runs the epochs of one run folder, resuming it if it has a checkpoint."""
 
     def __init__(self, cfg: TrainConfig, data: TrainingImages, run_dir: Path,
-                 strategy: tf.distribute.Strategy | None = None):
+                 strategy: tf.distribute.Strategy | None = None, stop: GracefulStop | None = None):
         self.cfg = cfg
         self.strategy = strategy
+        self.stop = stop or GracefulStop()
         self.data = data
         self.run_dir = run_dir
         self.steps_per_epoch = steps_per_epoch(len(data.images), cfg.batch_size)
+        self.budget = Budget.of(cfg)
+        self._accounted = 0.0  # seconds of this invocation already added to train_seconds
+        self.cadences = {"samples": parse_every(cfg.sample_every),
+                         "fid": parse_every(cfg.fid_every),
+                         "checkpoint": parse_every(cfg.checkpoint_every)}
         self._failing: set[str] = set()  # best-effort writes that are failing (warned once)
 
     # ----------------------------------------------------------------------------- setup
     def _reconcile_config(self) -> None:
-        """Compare with the run's saved config; adopt its precision when 'auto' was asked for."""
+        """Compare with the run's saved config: refuse what would not fit the trained state,
+        say what else changed. Precision is decided for this machine, whatever the run used."""
+        self.cfg.mixed_precision = resolve_mixed_precision(self.cfg.mixed_precision)
         saved_path = self.run_dir / "config.yaml"
         if not saved_path.exists():
-            self.cfg.mixed_precision = resolve_mixed_precision(self.cfg.mixed_precision)
             return
         saved = config_lib.load_saved(saved_path)
-        if self.cfg.mixed_precision == "auto":
-            self.cfg.mixed_precision = saved.mixed_precision
         problems = config_lib.state_mismatches(saved, self.cfg)
         if problems:
             raise UserError(
                 f"cannot resume {self.run_dir} with different settings ({'; '.join(problems)}); "
                 "re-run with the run's settings, add --fresh to start over (the old run is kept), "
                 "or pass --run-name NEW to train in another folder")
+        changed = config_lib.training_changes(saved, self.cfg)
+        if changed:
+            log.info(f"Resuming with changed settings: {'; '.join(changed)}")
 
     def _check_dataset(self) -> None:
         info_path = self.run_dir / "dataset.json"
@@ -216,7 +222,7 @@ class Trainer:
                 before = json.loads(info_path.read_text(encoding="utf-8")).get("fingerprint")
             except (OSError, ValueError, AttributeError):
                 before = None
-            if before != self.data.fingerprint:
+            if before not in (self.data.fingerprint, *self.data.earlier_fingerprints):
                 log.warning(f"the images of {self.cfg.dataset} (or --crop/--background) changed "
                             "since this run started; training continues on the current files "
                             "(resume is no longer bit-exact)")
@@ -236,19 +242,23 @@ class Trainer:
                 log.warning("deterministic training also needs TF_ENABLE_ONEDNN_OPTS=0 and "
                             "TF_NUM_INTEROP_THREADS=1 set before TensorFlow starts (train.py does "
                             "that); without them, runs on a CPU can differ in the last bits")
-        set_policy(cfg.mixed_precision == "on")
+        set_policy(cfg.mixed_precision)
         _write_or_stop(self.run_dir, lambda: self.run_dir.mkdir(parents=True, exist_ok=True))
         _check_recon_weights(cfg)
-        self.gan = registry.get(cfg.model).make_gan(cfg, mixed=cfg.mixed_precision == "on",
+        self.gan = registry.get(cfg.model).make_gan(cfg, mixed=loss_scaling(cfg.mixed_precision),
                                                     strategy=self.strategy)
         trackables = self.gan.trackables()
-        self.checkpoints = Checkpoints(self.run_dir / "ckpt", cfg.keep_checkpoints, **trackables)
+        self.checkpoints = Checkpoints(self.run_dir / "ckpt", cfg.keep_checkpoints,
+                                       adapt=restore_objects, **trackables)
         self.all_finite = _finite_checker(trackables)
         self.log = RunLog(self.run_dir)
-        self.fid = FidTracker(self.run_dir, self.gan, self.data.images, self.data.fingerprint,
-                              cfg.fid_samples, cfg.fid_backbone, cfg.inception_weights)
         self.recovery = Recovery.load(self.run_dir)
         fresh = self._resume()
+        self.fid = FidTracker(self.run_dir, self.gan, self.data.images, self.data.fingerprint,
+                              cfg.fid_samples, cfg.fid_backbone, cfg.inception_weights,
+                              best_by=cfg.best_by)
+        self.health = HealthMonitor(self.run_dir)
+        self.reference = Reference.of_images(self.data.images, seed=cfg.seed)
         config_path = self.run_dir / "config.yaml"
         _write_or_stop(config_path, lambda: config_lib.save(cfg, config_path))
         self._check_dataset()
@@ -266,8 +276,11 @@ class Trainer:
             log.info(f"Starting a new run in {self.run_dir}")
             return True
         step, epoch = int(self.gan.step.numpy()), int(self.gan.epoch.numpy())
+        seconds = float(self.gan.train_seconds.numpy())  # 0 in checkpoints of older versions
+        trained = f", {format_duration(seconds)} trained so far" if seconds else ""
         log.info(f"Resuming {self.run_dir} from {Path(restored.path).name} "
-            f"(epoch {epoch}, batch {int(self.gan.batch_in_epoch.numpy())}, step {step})")
+                 f"(epoch {epoch}, batch {int(self.gan.batch_in_epoch.numpy())}, step {step})"
+                 f"{trained}")
         attempt = self.recovery.pending_for(checkpoint_number(restored.path))
         if attempt > self.cfg.max_nan_retries:
             raise UserError(self._gave_up("this run hit NaN/Inf", Path(restored.path).name))
@@ -298,46 +311,41 @@ class Trainer:
     # ----------------------------------------------------------------------------- loop
     def run(self) -> int:
         self._setup()
-        cfg, gan = self.cfg, self.gan
-        start_epoch = int(gan.epoch.numpy())
-        if start_epoch >= cfg.epochs:
-            log.info(f"{self.run_dir} has already trained {start_epoch} epochs (asked for {cfg.epochs}); "
-                "nothing to do. Pass a larger --epochs to continue.")
+        cfg, gan, budget = self.cfg, self.gan, self.budget
+        step, epoch = int(gan.step.numpy()), int(gan.epoch.numpy())
+        if budget.reached(step, epoch):
+            unit = "--steps" if cfg.steps is not None else "--epochs"
+            log.info(f"{self.run_dir} has already trained {epoch} epochs ({step} steps); nothing "
+                     f"to do. Pass a larger {unit} to continue.")
             return 0
         log.info(f"Training {len(self.data.images)} images at {cfg.resolution}px, batch "
-            f"{cfg.batch_size}, {self.steps_per_epoch} steps/epoch, epochs {start_epoch}->"
-            f"{cfg.epochs}, mixed precision {cfg.mixed_precision}, recon {cfg.recon_loss}")
-        with GracefulStop() as stop:
-            while (epoch := int(gan.epoch.numpy())) < cfg.epochs:
-                outcome = self._run_epoch(epoch, stop)
-                if outcome == STOPPED:
-                    self._save_on_stop()
-                    return EXIT_INTERRUPTED
-                if outcome == ROLLED_BACK:
-                    continue
-                gan.epoch.assign_add(1)
-                gan.batch_in_epoch.assign(0)
-                self._end_of_epoch(epoch + 1)
-        self.log.close()
-        log.info(f"Done: {cfg.epochs} epochs. Samples in {self.run_dir / 'samples'}.")
-        return 0
+                 f"{cfg.batch_size}, {self.steps_per_epoch} steps/epoch, "
+                 f"{budget.describe(step, epoch)}, mixed precision {cfg.mixed_precision}, recon "
+                 f"{cfg.recon_loss}")
+        with self.stop as stop:
+            while not budget.reached(int(gan.step.numpy()), int(gan.epoch.numpy())):
+                outcome = self._run_epoch(int(gan.epoch.numpy()), stop)
+                if outcome in (STOPPED, OUT_OF_TIME, EARLY_STOP):
+                    return self._end(outcome)
+        return self._end(DONE)
 
     def _step_losses(self, real) -> dict[str, float]:
         """One training step of the model (`train_on_batch`); its losses as Python floats."""
         return {k: float(v) for k, v in self.gan.train_on_batch(real).items()}
 
     def _run_epoch(self, epoch: int, stop: GracefulStop) -> str:
-        """Train the remaining batches of `epoch`: DONE, STOPPED (Ctrl-C) or ROLLED_BACK (NaN)."""
+        """Train the remaining batches of `epoch`, or until the budget ends mid-epoch.
+
+        Returns DONE (the epoch or the budget is complete), STOPPED (Ctrl-C), OUT_OF_TIME
+        (--time-limit), EARLY_STOP (--early-stop) or ROLLED_BACK (NaN).
+        """
         cfg, gan = self.cfg, self.gan
         done = int(gan.batch_in_epoch.numpy())
         batches = make_epoch_dataset(self.data.images, cfg.batch_size, cfg.seed, epoch,
                                      skip_batches=done)
-        started = time.perf_counter()
-        sums: dict[str, float] = {}
-        trained = 0
-        bad, index = [], done
+        sums, trained, started = {}, 0, time.perf_counter()
         with progress(batches, total=self.steps_per_epoch - done,
-                      desc=f"epoch {epoch + 1}/{cfg.epochs}") as bar:
+                      desc=f"epoch {epoch + 1}" + (f"/{cfg.epochs}" if cfg.epochs else "")) as bar:
             for index, real in enumerate(bar, start=done):
                 if stop.requested:
                     return STOPPED
@@ -347,26 +355,74 @@ class Trainer:
                 stats = self._step_losses(real)
                 bad = [k for k, v in stats.items() if not np.isfinite(v)]
                 if bad:
-                    break
+                    bar.close()  # so that the warning is the last line
+                    self._roll_back(f"non-finite {', '.join(sorted(bad))}", epoch, index)
+                    return ROLLED_BACK
                 trained += 1
-                for k, v in stats.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                bar.set_postfix(d=stats["d_loss"], g=stats["g_loss"], rec=stats.get("recon", 0.0))
-                step = int(gan.step.numpy())
-                if step % cfg.log_every == 0:
-                    self._best_effort("metrics.jsonl", self.log.write,
-                                      dict(kind="step", step=step, epoch=epoch, **stats))
-        if bad:  # after the progress bar closed, so that the warning is the last line
-            self._roll_back(f"non-finite {', '.join(sorted(bad))}", epoch, index)
-            return ROLLED_BACK
+                sums = {k: sums.get(k, 0.0) + v for k, v in stats.items()}
+                bar.set_postfix(d=stats["d_loss"], g=stats["g_loss"],
+                                rec=stats.get("recon", 0.0), r_t=stats["r_t"])
+                outcome = self._after_step(epoch, index, stats)
+                if outcome is not None:
+                    return outcome
         if stop.requested:
             return STOPPED
-        count = max(trained, 1)
-        self._best_effort("metrics.jsonl", self.log.write,
-                          dict(kind="epoch", step=int(gan.step.numpy()), epoch=epoch + 1,
-                               seconds=time.perf_counter() - started,
-                               **{k: v / count for k, v in sums.items()}), "epoch")
-        return DONE
+        gan.epoch.assign_add(1)
+        gan.batch_in_epoch.assign(0)
+        record = dict(kind="epoch", step=int(gan.step.numpy()), epoch=epoch + 1,
+                      seconds=time.perf_counter() - started,
+                      **{k: v / max(trained, 1) for k, v in sums.items()})
+        return self._after_epoch(record)
+
+    def _after_step(self, epoch: int, index: int, stats: dict) -> str | None:
+        """Log the step, run what falls due on it (step cadences, the end of --steps, the time
+        limit); after an epoch's last batch the epoch's end does that instead."""
+        step = int(self.gan.step.numpy())
+        if step % self.cfg.log_every == 0:
+            self._best_effort("metrics.jsonl", self.log.write,
+                              dict(kind="step", step=step, epoch=epoch, **stats))
+        if index == self.steps_per_epoch - 1:
+            return None
+        last = self.budget.reached(step, epoch)
+        outcome = self._periodic(epoch_ended=False, last=last)
+        if outcome is None and last:
+            return DONE
+        if outcome is None and self.budget.out_of_time():
+            return OUT_OF_TIME
+        return outcome
+
+    def _after_epoch(self, record: dict) -> str:
+        """Log the epoch with its health signals, run what falls due (epoch cadences)."""
+        record.update(self.reference.compare(pixel_features(self.gan.sample().numpy())))
+        self._best_effort("metrics.jsonl", self.log.write, record, "epoch")
+        self.health.check(record)
+        last = self.budget.reached(int(self.gan.step.numpy()), int(self.gan.epoch.numpy()))
+        outcome = self._periodic(epoch_ended=True, last=last)
+        if outcome is None and not last and self.budget.out_of_time():
+            return OUT_OF_TIME
+        return outcome or DONE
+
+    def _end(self, outcome: str) -> int:
+        """Save where the run must (a stop, the time limit), say how it ended; the exit code."""
+        step, epoch = int(self.gan.step.numpy()), int(self.gan.epoch.numpy())
+        if outcome in (STOPPED, OUT_OF_TIME) and not self._save(step, "stop"):
+            return EXIT_INTERRUPTED if outcome == STOPPED else 0
+        total = format_duration(float(self.gan.train_seconds.numpy()))
+        self.log.close()
+        if outcome == STOPPED:
+            log.info(f"Saved; re-run the same command to resume from step {step}.")
+            return EXIT_INTERRUPTED
+        if outcome == OUT_OF_TIME:
+            log.info(f"Time limit {self.cfg.time_limit} reached at step {step} (epoch {epoch}): "
+                     f"saved; re-run the same command to continue ({total} trained in all).")
+        elif outcome == EARLY_STOP:
+            log.info(f"Early stop at step {step} (epoch {epoch}): FID has not improved for "
+                     f"{self.cfg.early_stop} evaluations; best/ holds the best generator "
+                     f"(FID {self.fid.best['fid']:.2f} at epoch {self.fid.best['epoch']}).")
+        else:
+            log.info(f"Done: {epoch} epochs, {step} steps ({total} trained in all). Samples in "
+                     f"{self.run_dir / 'samples'}.")
+        return 0
 
     # ----------------------------------------------------------------------------- NaN/Inf
     def _roll_back(self, what: str, epoch: int, batch: int | None) -> None:
@@ -406,32 +462,43 @@ class Trainer:
                 f"--run-name NEW), or raise --max-nan-retries / delete {self.recovery.path.name} "
                 "to try again from the same checkpoint")
 
-    # ----------------------------------------------------------------------------- epoch ends
-    def _end_of_epoch(self, epochs_done: int) -> None:
-        cfg = self.cfg
-        last = epochs_done == cfg.epochs
-        samples = epochs_done % cfg.sample_every == 0 or last
-        fid = cfg.fid_every and (epochs_done % cfg.fid_every == 0 or last)
-        save = epochs_done % cfg.checkpoint_every == 0 or last
-        if (samples or fid or save) and not self.all_finite():
-            self._roll_back("non-finite weights", epochs_done - 1, None)
-            return
-        if samples:
-            self._best_effort("the sample grids", self._write_samples, epochs_done)
-        if fid:
-            self._best_effort("the FID record", self._track_fid, epochs_done)
-        if save:
-            self.checkpoints.save(int(self.gan.step.numpy()))
+    # ----------------------------------------------------------------------------- cadences
+    def _periodic(self, epoch_ended: bool, last: bool = False) -> str | None:
+        """Sample grids, FID and a checkpoint where their cadence (or the end) falls.
 
-    def _save_on_stop(self) -> None:
-        """First Ctrl-C: save unless the weights went bad (then the last checkpoint stands)."""
-        step = int(self.gan.step.numpy())
+        Returns ROLLED_BACK when the weights went bad, EARLY_STOP when FID stopped improving.
+        """
+        step, epochs_done = int(self.gan.step.numpy()), int(self.gan.epoch.numpy())
+        due = {name for name, every in self.cadences.items()
+               if every and (last or every.due(step, epochs_done, epoch_ended))}
+        if not due:
+            return None
         if not self.all_finite():
-            log.info(f"Not saved: the weights are not finite at step {step}; re-run the same command "
-                f"to resume from {Path(self.checkpoints.latest or 'none').name}.")
-            return
+            self._roll_back("non-finite weights", epochs_done - (1 if epoch_ended else 0), None)
+            return ROLLED_BACK
+        label = f"epoch{epochs_done:05d}" if epoch_ended else f"step{step:07d}"
+        if "samples" in due:
+            self._best_effort("the sample grids", self._write_samples, label)
+        if "fid" in due:
+            self._best_effort("the FID record", self._track_fid, epochs_done)
+        if "checkpoint" in due:
+            self._save(step, "cadence")
+        if "fid" in due and self.cfg.early_stop and \
+                self.fid.evals_since_best() >= self.cfg.early_stop:
+            return EARLY_STOP
+        return None
+
+    def _save(self, step: int, why: str) -> bool:
+        """A checkpoint at `step` with the time trained so far; on a stop only if the weights
+        are finite (else the last checkpoint stands: False)."""
+        if why == "stop" and not self.all_finite():
+            log.info(f"Not saved: the weights are not finite at step {step}; re-run the same "
+                     f"command to resume from {Path(self.checkpoints.latest or 'none').name}.")
+            return False
+        self.gan.train_seconds.assign_add(self.budget.elapsed() - self._accounted)
+        self._accounted = self.budget.elapsed()
         self.checkpoints.save(step)
-        log.info(f"Saved; re-run the same command to resume from step {step}.")
+        return True
 
     def _best_effort(self, what: str, write, *args) -> bool:
         """Run a write training can do without; on failure warn (once until it works again)."""
@@ -452,16 +519,17 @@ class Trainer:
         if record is None:
             return
         self.log.write(record, prefix="fid")
+        self.health.check(record)
         best = " (best so far, saved to best/)" if record.get("best") else ""
         kid = f", KID {record['kid_mean']:.4f}" if "kid_mean" in record else ""
         log.info(f"epoch {epoch}: FID {record['fid']:.2f}{kid} ({record['backbone']} backbone, "
             f"{record['num_fake']} generated vs {record['num_real']} real){best}")
 
-    def _write_samples(self, epoch: int) -> None:
+    def _write_samples(self, label: str) -> None:
         """PNG grids of the EMA generator on fixed noise and of the decoders' reconstructions."""
         samples_dir = self.run_dir / "samples"
         fakes = self.gan.sample().numpy()
-        save_image_grid(fakes, samples_dir / f"fakes_epoch{epoch:05d}.png", nrow=4)
+        save_image_grid(fakes, samples_dir / f"fakes_{label}.png", nrow=4)
         step = int(self.gan.step.numpy())
         self.log.image("samples/fakes", make_grid(fakes, nrow=4), step)
         real = self.data.images[:8].astype(np.float32) / 127.5 - 1.0
@@ -470,5 +538,5 @@ class Trainer:
             return
         columns = [c.numpy() for c in reconstructions]
         rows = np.stack(columns, axis=1).reshape(-1, *columns[0].shape[1:])
-        save_image_grid(rows, samples_dir / f"recon_epoch{epoch:05d}.png", nrow=len(columns))
+        save_image_grid(rows, samples_dir / f"recon_{label}.png", nrow=len(columns))
         self.log.image("samples/reconstructions", make_grid(rows, nrow=len(columns)), step)

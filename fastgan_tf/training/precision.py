@@ -1,34 +1,57 @@
-"""Choosing and switching on mixed precision."""
+"""Choosing the compute precision for this machine (a run may resume with another: compat.py).
+
+`--mixed-precision`:
+
+* `off`: float32 everywhere.
+* `on`: float16 compute, float32 master weights, dynamic loss scaling (float16's range is small).
+* `bf16`: bfloat16 compute, float32 master weights, no loss scaling (bfloat16 has float32's
+  range).
+* `auto`: bfloat16 on CUDA GPUs of compute capability 8.0 or newer (Ampere: fast bfloat16, no loss
+  scale to manage), float16 on 7.x (tensor cores without bfloat16), float32 otherwise. On CPUs
+  float32: float16 is several times slower there, and bfloat16 measured slower than float32 on
+  the AVX512_BF16 CPU this project is built on (benchmarks/README.md, "bfloat16 on a CPU"); on
+  CPUs with AMX it may pay, so there `bf16` is a choice to measure, not a default.
+
+In every mode, spectral norm's power iteration, BatchNorm's statistics, the losses, the EMA and
+the FID features are computed in float32 (the layers cast them).
+"""
 
 from __future__ import annotations
 
 import keras
 import tensorflow as tf
 
+POLICIES = {"off": "float32", "on": "mixed_float16", "bf16": "mixed_bfloat16"}
 
-def gpu_supports_fast_fp16() -> bool:
-    """True when every visible GPU is a CUDA device of compute capability 7.0 or newer.
 
-    Older GPUs and CPUs run float16 slower than float32 (5x slower on CPU, measured), so `auto`
-    only turns mixed precision on where tensor cores make it pay.
-    """
-    gpus = tf.config.list_physical_devices("GPU")
-    if not gpus:
-        return False
-    for gpu in gpus:
+def gpu_capabilities() -> list[tuple[int, int] | None]:
+    """The CUDA compute capability of each visible GPU (None where TensorFlow does not say)."""
+    found = []
+    for gpu in tf.config.list_physical_devices("GPU"):
         capability = tf.config.experimental.get_device_details(gpu).get("compute_capability")
-        if not capability or tuple(capability) < (7, 0):
-            return False
-    return True
+        found.append(tuple(capability) if capability else None)
+    return found
+
+
+def auto_precision(capabilities: list) -> str:
+    """What `auto` means for GPUs of these compute capabilities (none: a CPU)."""
+    if not capabilities or None in capabilities:
+        return "off"
+    if min(capabilities) >= (8, 0):
+        return "bf16"
+    return "on" if min(capabilities) >= (7, 0) else "off"
 
 
 def resolve_mixed_precision(mode: str) -> str:
-    """Turn 'auto' into 'on' or 'off' for this machine; 'on' and 'off' are kept as they are."""
-    if mode == "auto":
-        return "on" if gpu_supports_fast_fp16() else "off"
-    return mode
+    """Turn 'auto' into 'bf16', 'on' or 'off' for this machine; other modes are kept."""
+    return auto_precision(gpu_capabilities()) if mode == "auto" else mode
 
 
-def set_policy(mixed: bool) -> None:
-    """Set the global Keras dtype policy before any model is built."""
-    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+def set_policy(mode: str) -> None:
+    """Set the global Keras dtype policy of mode 'off', 'on' or 'bf16' before models are built."""
+    keras.mixed_precision.set_global_policy(POLICIES[mode])
+
+
+def loss_scaling(mode: str) -> bool:
+    """Whether the optimizers need float16's dynamic loss scaling."""
+    return mode == "on"

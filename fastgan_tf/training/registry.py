@@ -58,7 +58,7 @@ class ModelSpec:
     presets: dict = field(default_factory=dict)  # settings the model brings (YAML and flags win)
     check: Callable = lambda cfg: None  # raises UserError for options the model does not have
     needs_vgg: Callable = lambda cfg: False  # whether training needs the VGG16 weights (LPIPS)
-    memory_estimate: Callable | None = None  # (cfg, micro_batch, mixed) -> dict, for --dry-run
+    memory_estimate: Callable | None = None  # (cfg, micro_batch, precision) -> dict: --dry-run
 
 
 def get(name: str) -> ModelSpec:

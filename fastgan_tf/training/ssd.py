@@ -22,7 +22,13 @@ from fastgan_tf.models.ssd import (
     bce_g_loss,
 )
 from fastgan_tf.training.registry import ModelSpec
-from fastgan_tf.training.state import RunState, copy_weights, make_optimizer
+from fastgan_tf.training.state import (
+    RunState,
+    copy_weights,
+    fake_logit_stats,
+    make_optimizer,
+    real_logit_stats,
+)
 
 
 class SSDGAN(RunState):
@@ -62,7 +68,8 @@ class SSDGAN(RunState):
         self.g_opt.apply(g_tape.gradient(g_scaled, g.trainable_variables), g.trainable_variables)
         self.update_ema()
         self.count_step()
-        return dict(d_loss=d_loss, g_loss=g_loss, logits_real=tf.reduce_mean(real_logits))
+        return dict(d_loss=d_loss, g_loss=g_loss, **real_logit_stats(real_logits),
+                    **fake_logit_stats(fake_logits))
 
     def _augment(self, images):
         return diff_augment(images, self.cfg.augment, self.rng)

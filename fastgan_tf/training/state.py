@@ -9,15 +9,20 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from fastgan_tf.optimizers import TorchAdam
+
 EMA_KEY = "generator_ema"  # the checkpoint key of the EMA generator, in training and best/
 NUM_FIXED_SAMPLES = 16  # latents of the sample grids, the same for the whole run
 ADAM_EPSILON = 1e-8  # PyTorch's default, which the reference and the SSD paper train with
 
 
 def make_optimizer(cfg, mixed: bool, model) -> keras.optimizers.Optimizer:
-    """Adam(lr, beta1, beta2) for `model`'s trainable weights, built (its slots exist, so a
-    checkpoint can be restored into it); with float16 loss scaling when `mixed`."""
-    adam = keras.optimizers.Adam(cfg.lr, beta_1=cfg.beta1, beta_2=cfg.beta2, epsilon=ADAM_EPSILON)
+    """PyTorch's Adam(lr, beta1, beta2) for `model`'s trainable weights, built (its slots exist,
+    so a checkpoint can be restored into it); with float16 loss scaling when `mixed`.
+
+    `TorchAdam`, not Keras's Adam, whose epsilon means something else (see optimizers.py); its
+    variables are Keras Adam's, so checkpoints of earlier versions restore into it."""
+    adam = TorchAdam(cfg.lr, beta_1=cfg.beta1, beta_2=cfg.beta2, epsilon=ADAM_EPSILON)
     optimizer = keras.optimizers.LossScaleOptimizer(adam) if mixed else adam
     optimizer.build(model.trainable_variables)
     return optimizer
@@ -35,13 +40,16 @@ class RunState:
         self.fixed_z = tf.Variable(
             tf.random.stateless_normal([NUM_FIXED_SAMPLES, cfg.nz], seed=[cfg.seed, 7]),
             trainable=False, name="fixed_z")
+        self.train_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False,
+                                         name="train_seconds")  # time trained, all invocations
 
     def trackables(self) -> dict:
         """The objects a checkpoint stores; attribute names are the checkpoint keys."""
         return {"generator": self.generator, "discriminator": self.discriminator,
                 EMA_KEY: self.generator_ema, "g_opt": self.g_opt, "d_opt": self.d_opt,
                 "rng": self.rng, "step": self.step, "epoch": self.epoch,
-                "batch_in_epoch": self.batch_in_epoch, "fixed_z": self.fixed_z}
+                "batch_in_epoch": self.batch_in_epoch, "fixed_z": self.fixed_z,
+                "train_seconds": self.train_seconds}
 
     def update_ema(self) -> None:
         """EMA of G's trainable weights; the rest (SN vectors, BN and noise state) copied.
@@ -67,6 +75,21 @@ class RunState:
         """One more optimisation step, and one more batch of this epoch."""
         self.step.assign_add(1)
         self.batch_in_epoch.assign_add(1)
+
+
+def real_logit_stats(logits, weight=1.0) -> dict:
+    """What D's real logits say about its health (training/health.py), as `weight` x the mean:
+    the mean logit, r_t = E[sign], and the share of real images D calls real."""
+    logits = tf.cast(logits, tf.float32)
+    return {"logits_real": weight * tf.reduce_mean(logits),
+            "r_t": weight * tf.reduce_mean(tf.sign(logits)),
+            "d_acc_real": weight * tf.reduce_mean(tf.cast(logits > 0, tf.float32))}
+
+
+def fake_logit_stats(logits, weight=1.0) -> dict:
+    """The share of fakes D calls fake, as `weight` x the mean."""
+    logits = tf.cast(logits, tf.float32)
+    return {"d_acc_fake": weight * tf.reduce_mean(tf.cast(logits < 0, tf.float32))}
 
 
 def copy_weights(target, source) -> None:
