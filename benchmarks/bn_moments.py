@@ -25,36 +25,14 @@ import contextlib
 import gc
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from train_step import GRID, measure, parser as step_parser  # noqa: E402 (benchmarks/ on the path)
-
-CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16",
-             "amx_int8")
-
-
-def machine() -> dict:
-    """CPU model, core counts, the relevant flags (/proc/cpuinfo on Linux) and the load."""
-    info = {"cpu": platform.processor() or platform.machine(), "logical_cpus": os.cpu_count()}
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        fields = dict(line.split(":", 1) for line in cpuinfo.read_text().splitlines()
-                      if ":" in line)
-        fields = {k.strip(): v.strip() for k, v in fields.items()}
-        flags = set(fields.get("flags", "").split())
-        info.update(cpu=fields.get("model name", info["cpu"]),
-                    physical_cores=int(fields.get("cpu cores", 0)) or None,
-                    flags={flag: flag in flags for flag in CPU_FLAGS})
-    import tensorflow as tf
-
-    info.update(tensorflow=tf.__version__, load_average=os.getloadavg())
-    return info
-
+from machine import machine  # noqa: E402 (benchmarks/ on the path)
+from train_step import GRID, measure, parser as step_parser  # noqa: E402
 
 def plain_moments(x, synchronized=False):
     """What BatchNorm computed before: tf.nn.moments (one float32 reduction per statistic)."""

@@ -8,8 +8,11 @@
 Every option that takes several values spans a grid; each setting runs in its own process (so
 its peak RSS belongs to it alone) on random images, after warm-up iterations that absorb tracing
 and compilation, with the trainer's runtime settings (one inter-op thread on CPU, freed memory
-returned after each step). `time_vs_first` compares each setting with the first one of the same
-invocation: these machines are shared and noisy, so only compare numbers measured together.
+returned after each step). `--rounds N` runs the whole grid N times, in reversed order every
+other round, so that a slow phase of a shared machine does not fall on one setting only.
+`time_vs_first` is, per setting, the median over rounds of its time divided by the first
+setting's time in the same round: these machines are shared and noisy, so only compare numbers
+measured together. The output names the machine (CPU model, cores, SIMD flags, load).
 
 `--tensor-memory` adds the peak bytes held by TensorFlow's allocator (switching the CPU allocator
 to BFC, which is slower: its timings are not comparable). LPIPS runs with random VGG16 weights
@@ -28,6 +31,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from machine import machine  # noqa: E402
 GRID = ("resolution", "batch_size", "recon_loss", "mixed_precision", "xla", "accumulate")
 
 
@@ -116,6 +122,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="intra-op threads; 0 = TF default")
     p.add_argument("--warmup", type=int, default=2, help="untimed iterations (>= 1)")
     p.add_argument("--iterations", type=int, default=5, help="timed iterations")
+    p.add_argument("--rounds", type=int, default=1, help="times the whole grid runs, interleaved")
     p.add_argument("--tensor-memory", action="store_true",
                    help="also report TensorFlow's peak tensor bytes (BFC allocator; slower)")
     p.add_argument("--single", action="store_true", help=argparse.SUPPRESS)
@@ -132,15 +139,35 @@ def main() -> None:
     common = ["--ngf", str(args.ngf), "--ndf", str(args.ndf), "--threads", str(args.threads),
               "--warmup", str(max(args.warmup, 1)), "--iterations", str(args.iterations)]
     common += ["--tensor-memory"] if args.tensor_memory else []
-    results = []
-    for values in itertools.product(*(getattr(args, name) for name in GRID)):
-        argv = common + [a for name, v in zip(GRID, values)
-                         for a in (f"--{name.replace('_', '-')}", str(v))]
-        results.append(run_in_subprocess(argv))
-        results[-1]["time_vs_first"] = round(
-            results[-1]["median_s_per_iter"] / results[0]["median_s_per_iter"], 3)
-        print(json.dumps(results[-1]), file=sys.stderr, flush=True)  # progress
-    print(json.dumps(results[0] if len(results) == 1 else results, indent=2))
+    settings = [common + [a for name, v in zip(GRID, values)
+                          for a in (f"--{name.replace('_', '-')}", str(v))]
+                for values in itertools.product(*(getattr(args, name) for name in GRID))]
+    rounds = []
+    for index in range(max(args.rounds, 1)):
+        order = range(len(settings)) if index % 2 == 0 else reversed(range(len(settings)))
+        measured = {i: run_in_subprocess(settings[i]) for i in order}
+        rounds.append([measured[i] for i in range(len(settings))])
+        for result in rounds[-1]:
+            print(json.dumps(dict(result, round=index)), file=sys.stderr, flush=True)  # progress
+    results = [summarise([r[i] for r in rounds], [r[0] for r in rounds])
+               for i in range(len(settings))]
+    print(json.dumps({"machine": machine(), "rounds": len(rounds), "results": results}, indent=2))
+
+
+def summarise(runs: list[dict], firsts: list[dict]) -> dict:
+    """One setting over the rounds: its median time, and its time over the first setting's."""
+    import numpy as np
+
+    summary = dict(runs[0])
+    times = [r["median_s_per_iter"] for r in runs]
+    summary.update(median_s_per_iter=round(float(np.median(times)), 3),
+                   per_round_s=times,
+                   min_s_per_iter=min(r["min_s_per_iter"] for r in runs),
+                   peak_rss_mib=max(r["peak_rss_mib"] or 0 for r in runs) or None,
+                   time_vs_first=round(float(np.median(
+                       [r["median_s_per_iter"] / f["median_s_per_iter"]
+                        for r, f in zip(runs, firsts)])), 3))
+    return summary
 
 
 if __name__ == "__main__":

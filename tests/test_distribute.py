@@ -17,6 +17,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import write_images
+from fastgan_tf.checkpoint_keys import NOT_STATE
 from fastgan_tf.errors import UserError
 from fastgan_tf.training import distribute, sharding
 
@@ -184,7 +185,21 @@ def test_two_workers_on_localhost_train_in_lockstep(tmp_path):
     assert (chief / "metrics.jsonl").exists() and (other / "metrics.jsonl").exists()
     a = tf.train.load_checkpoint(str(chief / "ckpt" / "ckpt-2"))
     b = tf.train.load_checkpoint(str(other / "ckpt" / "ckpt-2"))
-    keys = [k for k in a.get_variable_to_shape_map() if not k.startswith("_CHECKPOINTABLE")]
+    keys = [k for k in a.get_variable_to_shape_map() if not k.startswith(NOT_STATE)]  # wall clock differs
     assert len(keys) > 50
     assert [k for k in keys if not np.array_equal(a.get_tensor(k), b.get_tensor(k))] == []
     assert a.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE") == 2
+
+
+def test_time_limit_with_multiworker_is_refused(tmp_path, monkeypatch):
+    """Each worker's clock would decide alone when to stop: the others would hang in a collective."""
+    from fastgan_tf import config
+    from fastgan_tf.training import loop
+    multi = tf.distribute.MultiWorkerMirroredStrategy
+    monkeypatch.setattr(loop, "make_strategy", lambda name: multi.__new__(multi))
+    cfg = config.resolve({"dataset": str(write_images(tmp_path / "data", count=8)),
+                          "out": str(tmp_path / "runs"), "resolution": 64,
+                          "time_limit": "1h", "strategy": "multiworker"})
+    with pytest.raises(UserError, match="--time-limit.*--steps"):
+        loop.train(cfg)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.index"))

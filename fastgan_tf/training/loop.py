@@ -81,6 +81,10 @@ def train(cfg: TrainConfig, fresh: bool = False, stop: GracefulStop | None = Non
     data = load_training_images(cfg)
     run_dir = run_directory(cfg, data.name)
     strategy = make_strategy(cfg.strategy)  # before TensorFlow's first op
+    if cfg.time_limit and isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        raise UserError("--time-limit is measured by each worker's own clock, so workers could stop "
+                        "at different steps and hang; with --strategy multiworker use --steps or "
+                        "--epochs")
     run_dir = worker_run_dir(run_dir, strategy)  # non-chief workers: own folder
     check_path_length(run_dir)
     with RunLock(run_dir.parent / f".{run_dir.name}.lock"):
