@@ -147,7 +147,13 @@ def parser() -> argparse.ArgumentParser:
 def main() -> None:
     args = parser().parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    result = {"machine": machine()}
+    if args.threads:  # before TensorFlow's first op, for the moments and the steps alike
+        import tensorflow as tf
+
+        from fastgan_tf.training.distribute import configure_cpu_threads
+        configure_cpu_threads()
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    result = {"machine": machine(), "intra_op_threads": args.threads or None}
     result["moments"] = time_moments(args.moments_shape, args.moments_repeats)
     result["steps"] = time_steps(args)
     result["load_average_after"] = os.getloadavg()

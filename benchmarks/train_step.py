@@ -62,8 +62,8 @@ def measure(args: argparse.Namespace) -> dict:
     from fastgan_tf.training.precision import loss_scaling, set_policy
 
     configure_cpu_threads()
-    if args.threads:
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    if args.threads and tf.config.threading.get_intra_op_parallelism_threads() != args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)  # once per process
     mode = args.mixed_precision
     cfg = TrainConfig(dataset="random", resolution=args.resolution, batch_size=args.batch_size,
                       ngf=args.ngf, ndf=args.ndf, recon_loss=args.recon_loss,

@@ -56,7 +56,10 @@ def panel(records: list[dict], title: str, keys, y_range) -> Image.Image | None:
         colour = COLOURS[i % len(COLOURS)]
         if len(values) > 1:
             draw.line([at(x, y) for x, y in values], fill=colour, width=2)
-        draw.text((PANEL_W - MARGIN - 90, MARGIN + 4 + 12 * i), key, fill=colour)
+    x = MARGIN
+    for i, key in enumerate(series):  # the legend: one line between the title and the plot
+        draw.text((x, 21), key, fill=COLOURS[i % len(COLOURS)])
+        x += 8 * len(key) + 16
     return image
 
 

@@ -253,9 +253,12 @@ def batch_moments(x, synchronized=False):
     count = totals[-1]
     mean = totals[:-1] / count
     # The gradient through the mean's use here is zero (the deviations sum to 0), as in
-    # tf.nn.moments.
-    deviations = x - tf.cast(tf.stop_gradient(mean), x.dtype)
-    squares = _sum_over_replicas(_channel_sums(tf.square(deviations)), synchronized)
+    # tf.nn.moments. squared_difference, unlike square(x - mean), keeps no copy of the deviations
+    # for the backward pass (it recomputes them from x, which BatchNorm keeps anyway): one
+    # activation-sized tensor less per BatchNorm, with the same values and gradients.
+    squares = _sum_over_replicas(
+        _channel_sums(tf.math.squared_difference(x, tf.cast(tf.stop_gradient(mean), x.dtype))),
+        synchronized)
     return tf.cast(mean, x.dtype), tf.cast(squares / count, x.dtype), count
 
 

@@ -1,0 +1,117 @@
+"""Does a precision train as well as float32? Short runs, then FID/KID in pixel space (JSON).
+
+    python benchmarks/precision_quality.py --dataset demo --steps 300
+    python benchmarks/precision_quality.py --dataset ../shared/datasets/twemoji-faces --steps 300
+
+For each dataset, trains the same command (64 px, ngf = ndf = 16, l1, EMA 0.99, --deterministic)
+with each `--precisions` value at `--seed`, and float32 once more at `--seed + 1`: the float32
+pair shows how much two equally good runs differ (bf16 follows a different trajectory from the
+first step, so "as well" means "within that spread", not "equal"). Then the EMA generator of each
+run draws `--samples` images, scored against the training images with FID and KID on pixel
+features (16x16 averages, fixed random projection to 64 dimensions): no download, and sensitive
+to colour, layout and variety at this resolution, though not a substitute for Inception.
+
+Runs go to a temporary folder (`--out` keeps them). Seconds per step include the loop's work
+(samples, metrics); compare them only within one invocation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from machine import machine  # noqa: E402
+
+PIXEL_SIDE, PROJECTED = 16, 64
+
+
+def train(dataset: str, precision: str, seed: int, steps: int, out: Path, name: str) -> float:
+    """Train one run in its own process (precision is a global Keras policy); its seconds."""
+    cmd = [sys.executable, str(REPO / "train.py"), "--dataset", dataset, "--resolution", "64",
+           "--ngf", "16", "--ndf", "16", "--recon-loss", "l1", "--ema-decay", "0.99",
+           "--steps", str(steps), "--seed", str(seed), "--deterministic",
+           "--mixed-precision", precision, "--fid-every", "0", "--sample-every", f"{steps}steps",
+           "--out", str(out), "--run-name", name]
+    start = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO,
+                          env=dict(os.environ, PYTHONPATH=str(REPO)))
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed: {done.stderr.strip()[-2000:]}")
+    return time.perf_counter() - start
+
+
+def features(images, projection):
+    from fastgan_tf.metrics.diversity import pixel_features
+
+    return pixel_features(images, side=PIXEL_SIDE) @ projection
+
+
+def score(run: Path, real, projection, samples: int) -> dict:
+    """FID and KID of the run's EMA generator against `real` features."""
+    import numpy as np
+
+    from fastgan_tf.generation import generate
+    from fastgan_tf.metrics.frechet import frechet_distance
+    from fastgan_tf.metrics.kid import kernel_inception_distance
+    from fastgan_tf.runs import load_generator
+
+    fake = features(generate(load_generator(run).generator, samples, seed=123), projection)
+    fid = frechet_distance(real.mean(0), np.cov(real, rowvar=False),
+                           fake.mean(0), np.cov(fake, rowvar=False))
+    kid, kid_std = kernel_inception_distance(real, fake, num_subsets=100)
+    return {"fid_pixels": round(float(fid), 4), "kid_pixels": round(kid, 5),
+            "kid_std": round(kid_std, 5)}
+
+
+def real_features(run: Path, projection):
+    from fastgan_tf.runs import load_config
+    from fastgan_tf.training.dataset import load_training_images
+
+    return features(load_training_images(load_config(run)).images, projection)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset", nargs="+", default=["demo"])
+    p.add_argument("--precisions", nargs="+", default=["off", "bf16"],
+                   choices=("off", "on", "bf16"))
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--samples", type=int, default=500)
+    p.add_argument("--out", type=Path, default=None, help="keep the runs here")
+    args = p.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import numpy as np
+
+    projection = np.random.default_rng(0).standard_normal((PIXEL_SIDE * PIXEL_SIDE * 3, PROJECTED))
+    projection /= np.sqrt(projection.shape[0])
+    out = args.out or Path(tempfile.mkdtemp(prefix="precision_quality-"))
+    before = machine()
+    results = []
+    for index, dataset in enumerate(args.dataset):
+        runs = [(precision, args.seed) for precision in args.precisions] + [("off", args.seed + 1)]
+        real = None
+        for precision, seed in runs:
+            name = f"d{index}-{precision}-seed{seed}"
+            seconds = train(dataset, precision, seed, args.steps, out, name)
+            real = real_features(out / name, projection) if real is None else real
+            row = {"dataset": dataset, "precision": precision, "seed": seed, "steps": args.steps,
+                   "seconds_per_step": round(seconds / args.steps, 3),
+                   **score(out / name, real, projection, args.samples)}
+            print(json.dumps(row), file=sys.stderr)
+            results.append(row)
+    print(json.dumps({"machine": before, "load_after": machine()["load_average"],
+                      "runs": results, "kept_in": str(out) if args.out else None}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
