@@ -96,7 +96,8 @@ def measure(args: argparse.Namespace) -> dict:
     if args.tensor_memory:
         info = tf.config.experimental.get_memory_info("CPU:0")
         result["peak_tensor_mib"] = round(info["peak"] / 2**20, 1)
-        result["estimate"] = registry.get("fastgan").memory_estimate(cfg, gan.micro_batch, mode)
+        result["estimate"] = registry.get("fastgan").memory_estimate(
+            cfg, cfg.batch_size // cfg.accumulate, mode)  # one device
     return result
 
 

@@ -78,8 +78,9 @@ def reconstruction_loss(kind, vgg_weights="imagenet"):
     def pairs(preds: list, targets: list) -> list:
         if metric is None:
             return [fn(p, t) for p, t in zip(preds, targets)]
+        cast = {}  # a shared target stays one tensor (LPIPS computes each distinct one once)
         return metric.pairs([tf.cast(p, tf.float32) for p in preds],
-                            [tf.cast(t, tf.float32) for t in targets])
+                            [cast.setdefault(id(t), tf.cast(t, tf.float32)) for t in targets])
 
     fn.pairs = pairs
     fn.kind = kind

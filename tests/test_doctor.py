@@ -111,6 +111,13 @@ def test_command_line_text_and_json(capsys):
                          "memory", "speed", "advice"}
 
 
+def test_train_py_doctor_is_the_doctor(capsys):
+    from fastgan_tf.cli.train import main as train_main
+
+    assert train_main(["--doctor", "--json"]) == 0
+    assert "precision" in json.loads(capsys.readouterr().out)
+
+
 def test_package_main_dispatches_subcommands(capsys):
     assert package_main(["doctor", "--json"]) == 0
     assert "tensorflow" in json.loads(capsys.readouterr().out)
@@ -304,3 +311,16 @@ def test_progress_sends_no_control_code_off_a_terminal(monkeypatch):
     text = err.getvalue()
     assert "scoring: 100%" in text and "warning: done" in text
     assert "\r" not in text and "\x1b" not in text
+
+
+@pytest.mark.parametrize("bf16_seconds, advised", [((0.4, 2.9), True), ((0.4, 4.1), False)])
+def test_bf16_is_advised_only_where_it_was_measured_faster_at_every_size(bf16_seconds, advised):
+    rows = [{"resolution": 64, "mixed_precision": "off", "seconds_per_step": 0.5},
+            {"resolution": 64, "mixed_precision": "bf16", "seconds_per_step": bf16_seconds[0]},
+            {"resolution": 256, "mixed_precision": "off", "seconds_per_step": 4.0},
+            {"resolution": 256, "mixed_precision": "bf16", "seconds_per_step": bf16_seconds[1]}]
+    lines = doctor.advice({"gpus": [], "nvidia_smi": None, "weights": [], "speed": rows})
+    assert any("--mixed-precision bf16" in line for line in lines) == advised
+    if advised:
+        assert "64px 0.5 -> 0.4 s/step, 256px 4.0 -> 2.9 s/step" in lines[0]
+    assert doctor.advice({"gpus": [], "nvidia_smi": None, "weights": [], "speed": None}) == []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from fastgan_tf import config
@@ -60,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start over: the existing run folder is renamed aside, not deleted")
     p.add_argument("--dry-run", action="store_true", default=False,
                    help="validate dataset and config, print JSON, train nothing")
+    p.add_argument("--doctor", action="store_true", default=False,
+                   help="check this machine instead of training (python -m fastgan_tf doctor; "
+                        "--json and --speed pass through)")
     add_verbose_flag(p)
     groups = {}
     for name, f in config.FIELDS.items():
@@ -76,6 +80,12 @@ def _settings(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--doctor" in argv:
+        from fastgan_tf.cli import doctor
+
+        return doctor.main([a for a in argv if a != "--doctor"])
+
     def before_tensorflow(args: argparse.Namespace) -> None:
         if args.deterministic if "deterministic" in args else (
                 args.config and config.load_yaml(args.config).get("deterministic")):

@@ -7,10 +7,16 @@
 * `bf16`: bfloat16 compute, float32 master weights, no loss scaling (bfloat16 has float32's
   range).
 * `auto`: bfloat16 on CUDA GPUs of compute capability 8.0 or newer (Ampere: fast bfloat16, no loss
-  scale to manage), float16 on 7.x (tensor cores without bfloat16), float32 otherwise. On CPUs
-  float32: float16 is several times slower there, and bfloat16 measured slower than float32 on
-  the AVX512_BF16 CPU this project is built on (benchmarks/README.md, "bfloat16 on a CPU"); on
-  CPUs with AMX it may pay, so there `bf16` is a choice to measure, not a default.
+  scale to manage), float16 on 7.x (tensor cores without bfloat16), float32 otherwise, CPUs
+  included. float16 is several times slower than float32 on CPUs. bfloat16 measured faster on the
+  AVX512_BF16 CPU this project is built on (0.79x float32's step time at 64 px, ngf 16; 0.76x
+  at 256 px, ngf 64: benchmarks/README.md), and it trains as well there in a short check; `auto`
+  keeps float32 on CPUs all the same, because the gain depends on the CPU and TensorFlow build
+  (bfloat16 was slower than float32 on a CPU without native bfloat16, tf-stack.md), because the
+  tests, the bit-exact resume and the comparisons with the reference are float32, and because a
+  CPU run's numerics should not change with a flag of /proc/cpuinfo. `python -m fastgan_tf
+  doctor --speed` times both on a CPU with AVX512_BF16 or AMX and advises `--mixed-precision
+  bf16` where it wins.
 
 In every mode, spectral norm's power iteration, BatchNorm's statistics, the losses, the EMA and
 the FID features are computed in float32 (the layers cast them).
