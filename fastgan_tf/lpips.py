@@ -161,21 +161,19 @@ class LPIPS(keras.layers.Layer):
         """LPIPS of each (pred, target) pair, per sample, with constant targets: the form of
         FastGAN's reconstruction loss, at the cost its FLOPs should have.
 
-        The predictions go through VGG16 as one batch and are compared as one batch. The targets
-        get no gradient, so they go through it without being recorded on any tape (no backward
-        pass, no activations kept), once each: a target several pairs share (both whole-image
-        decoders chase the same image) is computed once, then its features are repeated to face
-        each prediction.
+        The predictions go through VGG16 as one batch. The targets get no gradient, so they go
+        through it without being recorded on any tape (no backward pass, no activations kept),
+        once each: a target several pairs share (both whole-image decoders chase the same image)
+        is computed once.
         """
         sizes = [p.shape[0] for p in preds]
+        pred_taps = [tf.split(f, sizes) for f in self.taps(tf.concat(preds, axis=0))]
         unique = list({id(t): t for t in targets}.values())
-        starts = np.cumsum([0] + [t.shape[0] for t in unique])
-        rows = np.concatenate([starts[next(i for i, u in enumerate(unique) if u is t)] + np.arange(n)
-                               for t, n in zip(targets, sizes)])  # each prediction's target row
-        target_taps = self.taps(tf.stop_gradient(tf.concat(unique, axis=0)))
-        distance = self._distance(self.taps(tf.concat(preds, axis=0)),
-                                  [tf.gather(f, rows) for f in target_taps])
-        return tf.split(distance, sizes)
+        target_taps = [tf.split(f, [t.shape[0] for t in unique])
+                       for f in self.taps(tf.stop_gradient(tf.concat(unique, axis=0)))]
+        where = [next(i for i, u in enumerate(unique) if u is t) for t in targets]
+        return [self._distance([f[i] for f in pred_taps], [f[j] for f in target_taps])
+                for i, j in enumerate(where)]
 
     def taps(self, images):
         """VGG16's five tapped activations of [-1, 1] images (1 or 3 channels)."""
