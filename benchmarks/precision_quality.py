@@ -3,13 +3,14 @@
     python benchmarks/precision_quality.py --dataset demo --steps 300
     python benchmarks/precision_quality.py --dataset ../shared/datasets/twemoji-faces --steps 300
 
-For each dataset, trains the same command (64 px, ngf = ndf = 16, l1, EMA 0.99, --deterministic)
-with each `--precisions` value at `--seed`, and float32 once more at `--seed + 1`: the float32
-pair shows how much two equally good runs differ (bf16 follows a different trajectory from the
-first step, so "as well" means "within that spread", not "equal"). Then the EMA generator of each
-run draws `--samples` images, scored against the training images with FID and KID on pixel
-features (16x16 averages, fixed random projection to 64 dimensions): no download, and sensitive
-to colour, layout and variety at this resolution, though not a substitute for Inception.
+For each dataset, trains the same command (64 px, ngf = ndf = 16, l1, EMA 0.99) with each
+`--precisions` value at `--seed`, and float32 once more at `--seed + 1`: the float32 pair shows
+how much two equally good runs differ (bf16 follows a different trajectory from the first step, so
+"as well" means "within that spread", not "equal"). Not --deterministic: with op determinism on,
+TensorFlow's CPU bfloat16 kernels were ~20x slower here. Then the EMA generator of each run draws
+`--samples` images, scored against the training images with FID and KID on pixel features (16x16
+averages, fixed random projection to 64 dimensions): no download, and sensitive to colour, layout
+and variety at this resolution, though not a substitute for Inception.
 
 Runs go to a temporary folder (`--out` keeps them). Seconds per step include the loop's work
 (samples, metrics); compare them only within one invocation.
@@ -38,7 +39,7 @@ def train(dataset: str, precision: str, seed: int, steps: int, out: Path, name: 
     """Train one run in its own process (precision is a global Keras policy); its seconds."""
     cmd = [sys.executable, str(REPO / "train.py"), "--dataset", dataset, "--resolution", "64",
            "--ngf", "16", "--ndf", "16", "--recon-loss", "l1", "--ema-decay", "0.99",
-           "--steps", str(steps), "--seed", str(seed), "--deterministic",
+           "--steps", str(steps), "--seed", str(seed),
            "--mixed-precision", precision, "--fid-every", "0", "--sample-every", f"{steps}steps",
            "--out", str(out), "--run-name", name]
     start = time.perf_counter()

@@ -55,7 +55,12 @@ from fastgan_tf.training.fid import FidTracker
 from fastgan_tf.training.health import HealthMonitor
 from fastgan_tf.training.logs import RunLog
 from fastgan_tf.training.memory import estimate_for_config
-from fastgan_tf.training.precision import loss_scaling, resolve_mixed_precision, set_policy
+from fastgan_tf.training.precision import (
+    loss_scaling,
+    resolve_mixed_precision,
+    set_policy,
+    slow_combination,
+)
 from fastgan_tf.training.recovery import Recovery, vary
 from fastgan_tf.training.signals import GracefulStop
 from fastgan_tf.visualize import make_grid, save_image_grid
@@ -205,6 +210,10 @@ class Trainer:
         """Compare with the run's saved config: refuse what would not fit the trained state,
         say what else changed. Precision is decided for this machine, whatever the run used."""
         self.cfg.mixed_precision = resolve_mixed_precision(self.cfg.mixed_precision)
+        slow = slow_combination(self.cfg.mixed_precision, self.cfg.deterministic,
+                                on_gpu=bool(tf.config.list_logical_devices("GPU")))
+        if slow:
+            log.warning(slow)
         saved_path = self.run_dir / "config.yaml"
         if not saved_path.exists():
             return
