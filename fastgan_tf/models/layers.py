@@ -255,7 +255,7 @@ def batch_moments(x, synchronized=False):
     # The gradient through the mean's use here is zero (the deviations sum to 0), as in
     # tf.nn.moments. squared_difference, unlike square(x - mean), keeps no copy of the deviations
     # for the backward pass (it recomputes them from x, which BatchNorm keeps anyway): one
-    # activation-sized tensor less per BatchNorm, with the same values and gradients.
+    # activation-sized tensor less per BatchNorm; the same values, gradients to float32 rounding.
     squares = _sum_over_replicas(
         _channel_sums(tf.math.squared_difference(x, tf.cast(tf.stop_gradient(mean), x.dtype))),
         synchronized)

@@ -66,8 +66,9 @@ def loss_scaling(mode: str) -> bool:
 def slow_combination(mode: str, deterministic: bool, on_gpu: bool) -> str | None:
     """A warning when the settings would run TensorFlow's slow kernels, else None.
 
-    With op determinism on, bfloat16 on a CPU ran about 10x slower than without it (the first
-    32 steps at 64 px, ngf 16: 317 s against 34 s, on this project's build machine).
+    With op determinism on, bfloat16 on a CPU ran about 10x slower than without it on this
+    project's build machine (64 px, ngf 16: 317 s for the first 32 steps, with another benchmark
+    beside it, against 12-27 s per 32 steps without determinism).
     """
     if mode == "bf16" and deterministic and not on_gpu:
         return ("--deterministic with --mixed-precision bf16 is about 10x slower on a CPU "
