@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from machine import machine  # noqa: E402 (benchmarks/ on the path)
 from train_step import GRID, measure, parser as step_parser  # noqa: E402
 
+
 def plain_moments(x, synchronized=False):
     """What BatchNorm computed before: tf.nn.moments (one float32 reduction per statistic)."""
     import tensorflow as tf
