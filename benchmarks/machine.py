@@ -1,30 +1,39 @@
 """The machine a benchmark ran on, for its JSON: numbers from different machines (or a loaded
-one) are not comparable, so every benchmark says where and under what load it measured."""
+one) are not comparable, so every benchmark says where and under what load it measured.
+
+Imports nothing heavy at module level: `reference_step.py` runs it in a PyTorch environment."""
 
 from __future__ import annotations
 
 import os
 import platform
-from pathlib import Path
+import sys
 
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16",
              "amx_int8")
 
 
 def machine() -> dict:
-    """CPU model, core counts, the relevant flags (/proc/cpuinfo on Linux) and the load."""
-    info = {"cpu": platform.processor() or platform.machine(), "logical_cpus": os.cpu_count()}
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        fields = dict(line.split(":", 1) for line in cpuinfo.read_text().splitlines()
-                      if ":" in line)
-        fields = {k.strip(): v.strip() for k, v in fields.items()}
-        flags = set(fields.get("flags", "").split())
-        info.update(cpu=fields.get("model name", info["cpu"]),
-                    physical_cores=int(fields.get("cpu cores", 0)) or None,
-                    flags={flag: flag in flags for flag in CPU_FLAGS})
+    """CPU model, core counts, the flags that matter for speed, TensorFlow's version, the load."""
     import tensorflow as tf
 
+    from fastgan_tf.doctor import cpu_info
+
+    info = {"cpu": platform.processor() or platform.machine(), "logical_cpus": os.cpu_count()}
+    cpu = cpu_info()  # None off Linux
+    if cpu is not None:
+        info.update(cpu=cpu["model"] or info["cpu"], physical_cores=cpu["physical_cores"],
+                    flags={flag: flag in cpu["flags"] for flag in CPU_FLAGS})
     load = os.getloadavg() if hasattr(os, "getloadavg") else None  # not on Windows
     info.update(tensorflow=tf.__version__, load_average=load)
     return info
+
+
+def peak_rss_mib() -> float | None:
+    """This process's peak resident memory; None on Windows (no resource module)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kib / 1024.0 if sys.platform != "darwin" else kib / 2**20

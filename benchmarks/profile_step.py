@@ -139,7 +139,7 @@ def main() -> None:
 
     def d_real_loss():
         logits, recs = d(real, part=part, training=True)
-        return tf.reduce_mean(logits) + gan._reconstruction(real, recs, part)
+        return tf.reduce_mean(logits) + gan.reconstruction_loss(real, recs, part)
 
     d_vars, g_vars = d.trainable_variables, g.trainable_variables
     zeros_d = [tf.zeros_like(v) for v in d_vars]
@@ -163,7 +163,7 @@ def main() -> None:
         "D fake pass, fwd+bwd": grads(lambda: tf.reduce_mean(d(fakes, training=True)), d_vars),
         "G step: G fwd + D fwd, bwd through both": tf.function(g_step_pass, autograph=False),
         "Adam on G and D": adam_both,
-        "EMA update": tf.function(lambda: (gan._update_ema(), gan.step)[1], autograph=False),
+        "EMA update": tf.function(lambda: (gan.update_ema(), gan.step)[1], autograph=False),
     }
     timings = {name: round(median_seconds(fn, args.repeats), 4) for name, fn in parts.items()}
     timings["whole step"] = round(median_seconds(lambda: gan.train_on_batch(real)["g_loss"],

@@ -14,6 +14,15 @@ other round, so that a slow phase of a shared machine does not fall on one setti
 setting's time in the same round: these machines are shared and noisy, so only compare numbers
 measured together. The output names the machine (CPU model, cores, SIMD flags, load).
 
+`--reference-dir DIR` adds the authors' PyTorch code (a checkout of odegeasslbc/FastGAN-pytorch,
+run by `reference_step.py` under `--reference-python`, a Python with torch, torchvision and lpips)
+at each (resolution, batch, recon loss) of the grid, in float32, interleaved with this project's
+settings in every round; `time_vs_reference` is then, per setting, the median over rounds of its
+time over the reference's time in the same round. `--onednn on off` times this project with
+TensorFlow's oneDNN kernels on and off (`TF_ENABLE_ONEDNN_OPTS`); the default, `cli`, is what
+train.py does (on, on x86-64), `tensorflow` leaves TensorFlow's own choice, which depends on the
+CPU (off on an AMD EPYC, on on recent Intel Xeons).
+
 `--tensor-memory` adds the peak bytes held by TensorFlow's allocator (switching the CPU allocator
 to BFC, which is slower: its timings are not comparable). LPIPS runs with random VGG16 weights
 (the ImageNet file is not needed to time it; the work is the same).
@@ -33,17 +42,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from machine import machine  # noqa: E402
-GRID = ("resolution", "batch_size", "recon_loss", "mixed_precision", "xla", "accumulate")
+from machine import machine, peak_rss_mib  # noqa: E402
 
-
-def peak_rss_mib() -> float | None:
-    try:
-        import resource
-    except ImportError:  # Windows: no resource module
-        return None
-    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kib / 1024.0 if sys.platform != "darwin" else kib / 2**20
+GRID = ("resolution", "batch_size", "recon_loss", "mixed_precision", "xla", "accumulate",
+        "onednn")
+SAME_WORK = ("resolution", "batch_size", "recon_loss")  # what the reference is matched on
 
 
 def measure(args: argparse.Namespace) -> dict:
@@ -51,6 +54,13 @@ def measure(args: argparse.Namespace) -> dict:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if args.tensor_memory:
         os.environ["TF_CPU_ALLOCATOR_USE_BFC"] = "true"
+    os.environ.pop("TF_ENABLE_ONEDNN_OPTS", None)  # "tensorflow": TensorFlow's own choice
+    if args.onednn == "cli":
+        from fastgan_tf.cli.common import fast_cpu_kernels
+
+        fast_cpu_kernels()  # as train.py, before TensorFlow starts
+    elif args.onednn in ("on", "off"):
+        os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1" if args.onednn == "on" else "0"
     import numpy as np
     import tensorflow as tf
 
@@ -88,6 +98,8 @@ def measure(args: argparse.Namespace) -> dict:
         "resolution": cfg.resolution, "batch_size": cfg.batch_size, "ngf": cfg.ngf,
         "ndf": cfg.ndf, "recon_loss": cfg.recon_loss, "mixed_precision": args.mixed_precision,
         "xla": cfg.xla, "accumulate": cfg.accumulate, "intra_op_threads": args.threads or None,
+        "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "tensorflow's default"),
+        "code": "fastgan-tf",
         "iterations": args.iterations, "first_step_s": round(first, 2),
         "median_s_per_iter": round(float(np.median(times)), 3),
         "min_s_per_iter": round(float(np.min(times)), 3),
@@ -101,13 +113,38 @@ def measure(args: argparse.Namespace) -> dict:
     return result
 
 
-def run_in_subprocess(argv: list[str]) -> dict:
-    cmd = [sys.executable, __file__, "--single", *argv]
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO,
-                          env=dict(os.environ, PYTHONPATH=str(REPO)))
+def run_in_subprocess(setting: dict, args: argparse.Namespace) -> dict:
+    """One setting in its own process: this project's (`--single`) or the reference's."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    options = []
+    for name, value in setting.items():
+        if name != "code" and (setting["code"] != "reference" or name != "onednn"):
+            flag = f"--{name.replace('_', '-')}"
+            options += [flag] if value is True else [flag, str(value)]
+    if setting["code"] == "reference":
+        cmd = [args.reference_python, str(REPO / "benchmarks" / "reference_step.py"),
+               "--reference-dir", str(args.reference_dir), *options]
+    else:
+        cmd = [sys.executable, __file__, "--single", *options]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env)
     if done.returncode != 0:
-        raise SystemExit(f"benchmark {' '.join(argv)} failed: {done.stderr.strip()[-2000:]}")
+        raise SystemExit(f"benchmark {' '.join(cmd[1:])} failed: {done.stderr.strip()[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def grid_settings(args: argparse.Namespace) -> list[dict]:
+    """This project's grid, then the reference once per (resolution, batch, recon loss)."""
+    common = {"ngf": args.ngf, "ndf": args.ndf, "threads": args.threads,
+              "warmup": max(args.warmup, 1), "iterations": args.iterations}
+    ours = [dict(common, code="fastgan-tf", **dict(zip(GRID, values)))
+            for values in itertools.product(*(getattr(args, name) for name in GRID))]
+    if args.tensor_memory:
+        ours = [dict(s, tensor_memory=True) for s in ours]
+    if not args.reference_dir:
+        return ours
+    same = sorted({tuple(s[k] for k in SAME_WORK) for s in ours}, key=str)
+    return ours + [dict(common, code="reference", onednn="-", **dict(zip(SAME_WORK, v)))
+                   for v in same]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -118,6 +155,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--mixed-precision", nargs="+", default=["off"], choices=("on", "bf16", "off"))
     p.add_argument("--xla", nargs="+", default=["off"], choices=("on", "off"))
     p.add_argument("--accumulate", type=int, nargs="+", default=[1])
+    p.add_argument("--onednn", nargs="+", default=["cli"], choices=("cli", "tensorflow", "on", "off"),
+                   help="TF_ENABLE_ONEDNN_OPTS for this project's settings (cli: as train.py)")
     p.add_argument("--ngf", type=int, default=64)
     p.add_argument("--ndf", type=int, default=64)
     p.add_argument("--threads", type=int, default=0, help="intra-op threads; 0 = TF default")
@@ -126,6 +165,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=1, help="times the whole grid runs, interleaved")
     p.add_argument("--tensor-memory", action="store_true",
                    help="also report TensorFlow's peak tensor bytes (BFC allocator; slower)")
+    p.add_argument("--reference-dir", type=Path,
+                   help="a checkout of the authors' PyTorch FastGAN, timed in the same rounds")
+    p.add_argument("--reference-python", default=sys.executable,
+                   help="the Python (with torch, torchvision, lpips) that runs the reference")
     p.add_argument("--single", action="store_true", help=argparse.SUPPRESS)
     return p
 
@@ -137,27 +180,34 @@ def main() -> None:
             setattr(args, name, getattr(args, name)[0])
         print(json.dumps(measure(args)))
         return
-    common = ["--ngf", str(args.ngf), "--ndf", str(args.ndf), "--threads", str(args.threads),
-              "--warmup", str(max(args.warmup, 1)), "--iterations", str(args.iterations)]
-    common += ["--tensor-memory"] if args.tensor_memory else []
-    settings = [common + [a for name, v in zip(GRID, values)
-                          for a in (f"--{name.replace('_', '-')}", str(v))]
-                for values in itertools.product(*(getattr(args, name) for name in GRID))]
+    settings = grid_settings(args)
     rounds = []
     for index in range(max(args.rounds, 1)):
         order = range(len(settings)) if index % 2 == 0 else reversed(range(len(settings)))
-        measured = {i: run_in_subprocess(settings[i]) for i in order}
+        measured = {i: run_in_subprocess(settings[i], args) for i in order}
         rounds.append([measured[i] for i in range(len(settings))])
         for result in rounds[-1]:
             print(json.dumps(dict(result, round=index)), file=sys.stderr, flush=True)  # progress
-    results = [summarise([r[i] for r in rounds], [r[0] for r in rounds])
+    results = [summarise([r[i] for r in rounds], [r[0] for r in rounds],
+                         [reference_of(r, settings[i]) for r in rounds])
                for i in range(len(settings))]
     print(json.dumps({"machine": machine(), "rounds": len(rounds), "results": results}, indent=2))
 
 
-def summarise(runs: list[dict], firsts: list[dict]) -> dict:
-    """One setting over the rounds: its median time, and its time over the first setting's."""
+def reference_of(results: list[dict], setting: dict) -> dict | None:
+    """The reference's result of the same round for the same work as `setting`, if timed."""
+    return next((r for r in results if r.get("code") == "pytorch-reference"
+                 and all(r[k] == setting[k] for k in SAME_WORK)), None)
+
+
+def summarise(runs: list[dict], firsts: list[dict], references: list[dict | None]) -> dict:
+    """One setting over the rounds: its median time, its time over the first setting's and
+    (when the reference ran) over the reference's, each ratio taken within a round."""
     import numpy as np
+
+    def ratio(others):
+        return round(float(np.median([r["median_s_per_iter"] / o["median_s_per_iter"]
+                                      for r, o in zip(runs, others)])), 3)
 
     summary = dict(runs[0])
     times = [r["median_s_per_iter"] for r in runs]
@@ -165,9 +215,9 @@ def summarise(runs: list[dict], firsts: list[dict]) -> dict:
                    per_round_s=times,
                    min_s_per_iter=min(r["min_s_per_iter"] for r in runs),
                    peak_rss_mib=max(r["peak_rss_mib"] or 0 for r in runs) or None,
-                   time_vs_first=round(float(np.median(
-                       [r["median_s_per_iter"] / f["median_s_per_iter"]
-                        for r, f in zip(runs, firsts)])), 3))
+                   time_vs_first=ratio(firsts))
+    if all(references):
+        summary["time_vs_reference"] = ratio(references)
     return summary
 
 

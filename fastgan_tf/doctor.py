@@ -109,17 +109,29 @@ def host_ram() -> dict | None:
         return None
 
 
-def cpu_flags() -> list[str] | None:
-    """The reduced-precision flags of /proc/cpuinfo (Linux, WSL); None where it is not read."""
+def cpu_info() -> dict | None:
+    """Model, physical cores and flags of /proc/cpuinfo (Linux, WSL); None where it is not read."""
     if oscompat.on_windows() or not sys.platform.startswith("linux"):
         return None
     try:
         text = CPUINFO.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return None
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
-                  if line.startswith("flags")), [])
-    return [f for f in CPU_FLAGS if f in flags]
+    fields: dict[str, str] = {}
+    for line in text.splitlines():  # the first processor's block is enough
+        key, colon, value = line.partition(":")
+        if colon:
+            fields.setdefault(key.strip(), value.strip())
+    cores = fields.get("cpu cores", "")
+    return {"model": fields.get("model name"),
+            "physical_cores": int(cores) if cores.isdigit() else None,
+            "flags": fields.get("flags", "").split()}
+
+
+def cpu_flags() -> list[str] | None:
+    """The reduced-precision flags of /proc/cpuinfo (Linux, WSL); None where it is not read."""
+    info = cpu_info()
+    return None if info is None else [f for f in CPU_FLAGS if f in info["flags"]]
 
 
 # ------------------------------------------------------------------------------ TensorFlow

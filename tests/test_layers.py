@@ -207,6 +207,46 @@ def test_snconv_keeps_float32_kernel_under_mixed_precision(rng):
 # ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("shape", [(2, 5, 7, 3), (3, 8, 8, 16)])
+def test_upconv_is_upsample_then_conv_in_values_gradients_and_u(rng, shape):
+    """The folded stride-2 form computes nearest x2 + 3x3 conv: outputs, both gradients and
+    the power iteration's u agree with the two-op form to float32 rounding."""
+    x = tf.constant(rng.normal(size=shape).astype(np.float32))
+    fused, plain = L.SNUpConv2D(6), L.SNConv2D(6, 3, padding=1)
+    fused.build(x.shape)
+    plain.build((None, None, None, shape[-1]))
+    plain.kernel.assign(fused.kernel)
+    plain.u.assign(fused.u)
+    dy = tf.constant(rng.normal(size=(shape[0], 2 * shape[1], 2 * shape[2], 6)), tf.float32)
+    results = []
+    for layer, f in ((fused, lambda t: fused(t, training=True)),
+                     (plain, lambda t: plain(L.upsample_nearest2x(t), training=True))):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = f(x)
+            loss = tf.reduce_sum(y * dy)
+        results.append([y, *tape.gradient(loss, [x, layer.kernel]), layer.u])
+    for got, want in zip(*results):  # float32 rounding of sums whose terms reach the max
+        scale = np.abs(want.numpy()).max()
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=2e-6 * scale)
+    assert fused.compute_output_shape(shape) == results[0][0].shape
+
+
+def test_upconv_computes_in_the_policy_dtype(rng):
+    x = rng.normal(size=(2, 4, 4, 3)).astype(np.float32)
+    layer = L.SNUpConv2D(4, dtype=keras.mixed_precision.DTypePolicy("mixed_bfloat16"))
+    want = L.SNConv2D(4, 3, padding=1)
+    layer.build(x.shape)
+    want.build(x.shape)
+    want.kernel.assign(layer.kernel)
+    want.u.assign(layer.u)
+    y = layer(x)
+    assert y.dtype == tf.bfloat16 and layer.kernel.dtype == tf.float32
+    expected = want(L.upsample_nearest2x(x)).numpy()  # bfloat16 keeps 8 bits of mantissa
+    np.testing.assert_allclose(tf.cast(y, tf.float32).numpy(), expected,
+                               rtol=0.02, atol=0.02 * np.abs(expected).max())
+
+
 def test_latent_conv_transpose_is_a_conv_transpose_with_torch_sn_view(rng):
     nz, c = 6, 5
     layer = L.SNLatentConvTranspose(c, size=4)
