@@ -9,6 +9,7 @@ estimate (a table: the real one builds models for ~10 s per configuration).
 import io
 import json
 import logging
+import os
 import stat
 import sys
 import tarfile
@@ -324,3 +325,47 @@ def test_bf16_is_advised_only_where_it_was_measured_faster_at_every_size(bf16_se
     if advised:
         assert "64px 0.5 -> 0.4 s/step, 256px 4.0 -> 2.9 s/step" in lines[0]
     assert doctor.advice({"gpus": [], "nvidia_smi": None, "weights": [], "speed": None}) == []
+
+
+# ------------------------------------------------------------------------------ oneDNN default
+ONEDNN = "TF_ENABLE_ONEDNN_OPTS"
+
+
+@pytest.fixture
+def before_tensorflow(monkeypatch):
+    """As a CLI sees the world before TensorFlow is imported, without the variable set."""
+    monkeypatch.delitem(sys.modules, "tensorflow")
+    monkeypatch.setenv(ONEDNN, "placeholder")
+    monkeypatch.delenv(ONEDNN)  # restored (to unset or to the caller's value) after the test
+
+
+@pytest.mark.parametrize("machine, expected", [("x86_64", "1"), ("AMD64", "1"),
+                                               ("aarch64", None), ("arm64", None)])
+def test_cli_turns_onednn_on_on_x86_only(before_tensorflow, monkeypatch, machine, expected):
+    from fastgan_tf.cli import common
+
+    monkeypatch.setattr(common.platform, "machine", lambda: machine)
+    common.fast_cpu_kernels()
+    assert os.environ.get(ONEDNN) == expected
+
+
+def test_users_choice_and_deterministic_keep_onednn_off(before_tensorflow, monkeypatch):
+    from fastgan_tf.cli import common
+
+    monkeypatch.setattr(common.platform, "machine", lambda: "x86_64")
+    monkeypatch.setenv("TF_NUM_INTEROP_THREADS", "1")
+    common.deterministic_tensorflow()  # train.py --deterministic runs it first
+    common.fast_cpu_kernels()
+    assert os.environ[ONEDNN] == "0"
+    monkeypatch.setenv(ONEDNN, "0")
+    common.fast_cpu_kernels()
+    assert os.environ[ONEDNN] == "0"
+
+
+def test_onednn_is_left_alone_once_tensorflow_runs(monkeypatch):
+    from fastgan_tf.cli import common
+
+    monkeypatch.setenv(ONEDNN, "placeholder")
+    monkeypatch.delenv(ONEDNN)
+    common.fast_cpu_kernels()  # tensorflow is imported in the tests: too late to matter
+    assert ONEDNN not in os.environ

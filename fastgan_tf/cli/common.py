@@ -48,10 +48,11 @@ def fast_cpu_kernels() -> None:
 
     TensorFlow turns them on by itself only on some CPUs (recent Intel Xeons); elsewhere (the AMD
     EPYC of benchmarks/README.md) it leaves them off and a FastGAN step takes up to twice as
-    long. Set before TensorFlow starts; --deterministic has set them off by then, and the user's
-    own setting wins. Other CPUs (ARM) keep TensorFlow's choice.
+    long. Set before TensorFlow starts (later it would change nothing, so a CLI called in-process
+    leaves the environment alone); --deterministic has set them off by then, and the user's own
+    setting wins. Other CPUs (ARM) keep TensorFlow's choice.
     """
-    if platform.machine().lower() in ("x86_64", "amd64"):
+    if "tensorflow" not in sys.modules and platform.machine().lower() in ("x86_64", "amd64"):
         os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 

@@ -1,0 +1,71 @@
+"""The benchmark scripts: how train_step.py pairs this project's settings with the reference's
+and takes its ratios (within a round, never across rounds), and that profile_step.py still runs
+against the package it profiles (a renamed method once broke it unnoticed)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import train_step  # noqa: E402
+
+
+def _args(*argv):
+    return train_step.parser().parse_args(list(argv))
+
+
+def test_grid_adds_the_reference_once_per_same_work():
+    args = _args("--recon-loss", "l1", "lpips", "--mixed-precision", "off", "bf16",
+                 "--reference-dir", "/somewhere")
+    settings = train_step.grid_settings(args)
+    ours = [s for s in settings if s["code"] == "fastgan-tf"]
+    theirs = [s for s in settings if s["code"] == "reference"]
+    assert len(ours) == 4 and settings[:4] == ours  # ours first: time_vs_first is ours
+    assert sorted(s["recon_loss"] for s in theirs) == ["l1", "lpips"]
+    assert all("mixed_precision" not in s for s in theirs)  # the reference runs float32 only
+    assert [s["code"] for s in train_step.grid_settings(_args())] == ["fastgan-tf"]
+
+
+def _result(code, recon, seconds):
+    return {"code": code, "resolution": 256, "batch_size": 8, "recon_loss": recon,
+            "median_s_per_iter": seconds, "min_s_per_iter": seconds, "peak_rss_mib": 100.0}
+
+
+def test_ratios_are_taken_within_each_round():
+    args = _args("--recon-loss", "l1", "lpips", "--reference-dir", "/somewhere")
+    settings = train_step.grid_settings(args)
+    # Round 0 on a fast phase of the machine, round 1 on a slow one (everything 2x slower).
+    rounds = [[_result("fastgan-tf", "l1", 1.0), _result("fastgan-tf", "lpips", 1.5),
+               _result("pytorch-reference", "l1", 2.0), _result("pytorch-reference", "lpips", 3.0)],
+              [_result("fastgan-tf", "l1", 2.0), _result("fastgan-tf", "lpips", 3.0),
+               _result("pytorch-reference", "l1", 4.0), _result("pytorch-reference", "lpips", 6.0)]]
+    summaries = [train_step.summarise([r[i] for r in rounds], [r[0] for r in rounds],
+                                      [train_step.reference_of(r, settings[i]) for r in rounds])
+                 for i in range(len(settings))]
+    assert [s["time_vs_reference"] for s in summaries] == [0.5, 0.5, 1.0, 1.0]
+    assert [s["time_vs_first"] for s in summaries] == [1.0, 1.5, 2.0, 3.0]
+    assert summaries[0]["per_round_s"] == [1.0, 2.0] and summaries[0]["median_s_per_iter"] == 1.5
+
+
+def test_no_reference_no_reference_ratio():
+    runs = [_result("fastgan-tf", "l1", 1.0)]
+    summary = train_step.summarise(runs, runs, [train_step.reference_of(runs, runs[0])])
+    assert "time_vs_reference" not in summary
+
+
+@pytest.mark.slow
+def test_profile_step_runs_and_its_parts_add_up():
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "profile_step.py"),
+                           "--resolution", "64", "--batch-size", "2", "--ngf", "8", "--ndf", "8",
+                           "--repeats", "1"], capture_output=True, text=True, timeout=600,
+                          cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    seconds = result["seconds"]
+    assert seconds["whole step"] > 0 and seconds["sum of parts"] > 0
+    assert result["forward_gflops"]["D real forward"] > result["forward_gflops"]["D fake forward"]
