@@ -118,7 +118,7 @@ def run_in_subprocess(setting: dict, args: argparse.Namespace) -> dict:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     options = []
     for name, value in setting.items():
-        if name != "code" and (setting["code"] != "reference" or name != "onednn"):
+        if name != "code":
             flag = f"--{name.replace('_', '-')}"
             options += [flag] if value is True else [flag, str(value)]
     if setting["code"] == "reference":
@@ -143,7 +143,7 @@ def grid_settings(args: argparse.Namespace) -> list[dict]:
     if not args.reference_dir:
         return ours
     same = sorted({tuple(s[k] for k in SAME_WORK) for s in ours}, key=str)
-    return ours + [dict(common, code="reference", onednn="-", **dict(zip(SAME_WORK, v)))
+    return ours + [dict(common, code="reference", **dict(zip(SAME_WORK, v)))
                    for v in same]
 
 
