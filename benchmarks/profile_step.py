@@ -6,9 +6,10 @@
 `parts`: each piece of the step compiled on its own (tf.function) and timed (median), so the
 pieces add up to roughly the whole step. `flops`: multiply-adds x 2 of the convolutions and
 matrix products of each top-level layer's forward pass, from the traced graphs (the backward
-pass costs about twice the forward). `--trace` runs the TensorFlow profiler over a few steps and
-sums the host time of the ops by type (it reads the profiler's XSpace protobuf, an internal TF
-module; skipped if it is missing).
+pass costs about twice the forward); with `--recon-loss lpips`, VGG16's share too, and the
+GFLOP/s each part achieves: whether LPIPS costs what its FLOPs cost. `--trace` runs the
+TensorFlow profiler over a few steps and sums the host time of the ops by type (it reads the
+profiler's XSpace protobuf, an internal TF module; skipped if it is missing).
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ def median_seconds(fn, repeats: int) -> float:
 
 
 def layer_flops(fn, *specs) -> dict[str, float]:
-    """GFLOPs (2 x multiply-adds) of Conv2D/MatMul ops per top-level layer of a traced call."""
+    """GFLOPs (2 x multiply-adds) of convolutions (plain and transposed) and matrix products per
+    top-level layer of a traced call."""
     import re
 
     import tensorflow as tf
@@ -53,12 +55,15 @@ def layer_flops(fn, *specs) -> dict[str, float]:
     graph = tf.function(fn, autograph=False).get_concrete_function(*specs).graph
     flops: dict[str, float] = collections.defaultdict(float)
     for op in graph.get_operations():
-        if op.type not in ("Conv2D", "MatMul", "BatchMatMulV2"):
+        if op.type not in ("Conv2D", "Conv2DBackpropInput", "MatMul", "BatchMatMulV2"):
             continue
         out = op.outputs[0].shape
         if op.type == "Conv2D":
             kh, kw, cin, _ = op.inputs[1].shape
             macs = out.num_elements() * kh * kw * cin
+        elif op.type == "Conv2DBackpropInput":  # a transposed conv's forward (SNUpConv2D)
+            kh, kw, cout, _ = op.inputs[1].shape
+            macs = op.inputs[2].shape.num_elements() * kh * kw * cout
         else:
             a = op.inputs[0].shape
             k = a[-2] if op.get_attr("transpose_a") else a[-1]
@@ -67,6 +72,19 @@ def layer_flops(fn, *specs) -> dict[str, float]:
         layer = "/".join(re.sub(r"_\d+$", "", p) for p in parts[:2]) if len(parts) > 2 else parts[0]
         flops[layer] += 2 * macs / 1e9
     return dict(flops)
+
+
+LPIPS_PART = "LPIPS: VGG16 on the reconstructions (fwd+bwd) and on their targets (fwd)"
+
+
+def lpips_gflops(lpips, recs, batch: int) -> float:
+    """GFLOPs of FastGAN's LPIPS per step: VGG16 forward and input gradient (its weights are
+    frozen) on the three reconstructions, forward only on the two distinct targets."""
+    import tensorflow as tf
+
+    size = recs[0].shape[1]
+    per_image = sum(layer_flops(lpips.taps, tf.TensorSpec([1, size, size, 3])).values())
+    return per_image * (2 * 3 * batch + 2 * batch)
 
 
 def op_type_times(gan, real, steps: int) -> dict[str, float] | None:
@@ -165,12 +183,17 @@ def main() -> None:
         "Adam on G and D": adam_both,
         "EMA update": tf.function(lambda: (gan.update_ema(), gan.step)[1], autograph=False),
     }
+    lpips = gan.recon_fn.lpips if gan.recon_fn is not None else None  # set for --recon-loss lpips
+    if lpips is not None:
+        recs = [tf.identity(t) for t in d(real, part=part, training=False)[1]]
+        parts[LPIPS_PART] = grads(lambda: gan.reconstruction_loss(real, recs, part), recs)
     timings = {name: round(median_seconds(fn, args.repeats), 4) for name, fn in parts.items()}
     timings["whole step"] = round(median_seconds(lambda: gan.train_on_batch(real)["g_loss"],
                                                  args.repeats), 4)
     # The step runs G forward once, inside the G step part: do not count it twice.
+    # ... nor LPIPS, which is inside the D real part.
     timings["sum of parts"] = round(sum(v for k, v in timings.items()
-                                        if k not in ("whole step", "G forward")), 4)
+                                        if k not in ("whole step", "G forward", LPIPS_PART)), 4)
     g_flops = layer_flops(lambda x: g(x, training=True, noise_seed=seed),
                           tf.TensorSpec([b, cfg.nz]))
     d_flops = layer_flops(lambda x: d(x, part=part, training=True),
@@ -182,17 +205,27 @@ def main() -> None:
     decoders = sum(v for k, v in d_flops.items() if "decoder" in k)
     # A step runs: G fwd, D real fwd+bwd, D fake fwd+bwd, D fake fwd + bwd to G, G bwd.
     step = 3 * totals["G forward"] + 3 * totals["D real forward"] + 6 * totals["D fake forward"]
+    vgg = lpips_gflops(lpips, recs, b) if lpips is not None else 0.0
     result = {
         "setting": {"resolution": r, "batch_size": b, "ngf": cfg.ngf, "ndf": cfg.ndf,
-                    "recon_loss": cfg.recon_loss, "intra_op_threads": args.threads or None},
+                    "recon_loss": cfg.recon_loss, "intra_op_threads": args.threads or None,
+                    "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "tensorflow's default")},
         "seconds": timings,
         "forward_gflops": totals,
-        "step_gflops_estimate": round(step, 1),
-        "decoders_share_of_step_flops": round(3 * decoders / step, 3),
+        "step_gflops_estimate": round(step + vgg, 1),
+        "achieved_gflops_per_second": {"whole step": round((step + vgg) / timings["whole step"], 1)},
+        "decoders_share_of_step_flops": round(3 * decoders / (step + vgg), 3),
         "largest_forward_gflops": dict(sorted(
             ((f"{part_name}: {k}", round(v, 2)) for part_name, per in flops.items()
              for k, v in per.items()), key=lambda kv: -kv[1])[:10]),
     }
+    if lpips is not None:
+        # With both parts at the same GFLOP/s, the lpips step takes this many times the l1 step.
+        result["lpips_gflops_estimate"] = round(vgg, 1)
+        result["flops_ratio_lpips_step_over_l1_step"] = round((step + vgg) / step, 3)
+        result["achieved_gflops_per_second"].update({
+            "LPIPS": round(vgg / timings[LPIPS_PART], 1),
+            "rest of the step": round(step / (timings["whole step"] - timings[LPIPS_PART]), 1)})
     if args.trace:
         result["profiler_ms_per_step_by_op_type"] = op_type_times(gan, real, 2)
     print(json.dumps(result, indent=2))

@@ -1,6 +1,7 @@
 """The benchmark scripts: how train_step.py pairs this project's settings with the reference's
 and takes its ratios (within a round, never across rounds), and that profile_step.py still runs
-against the package it profiles (a renamed method once broke it unnoticed)."""
+against the package it profiles (a renamed method once broke it unnoticed), and counts FLOPs as
+they are counted by hand."""
 
 import json
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+import profile_step  # noqa: E402
 import train_step  # noqa: E402
 
 
@@ -58,14 +60,44 @@ def test_no_reference_no_reference_ratio():
     assert "time_vs_reference" not in summary
 
 
+def test_flops_of_a_transposed_conv_are_counted_by_its_input():
+    import tensorflow as tf
+
+    w = tf.ones([4, 4, 5, 3])  # 4x4 kernel, 3 -> 5 channels, stride 2 (SNUpConv2D's form)
+    flops = profile_step.layer_flops(
+        lambda x: tf.nn.conv2d_transpose(x, w, [1, 8, 8, 5], strides=2),
+        tf.TensorSpec([1, 4, 4, 3]))
+    # every input value meets every kernel tap of every output channel once
+    assert sum(flops.values()) == pytest.approx(2 * (4 * 4 * 3) * (4 * 4) * 5 / 1e9)
+
+
+def test_lpips_flops_are_vgg16_on_three_predictions_and_two_targets():
+    import tensorflow as tf
+
+    from fastgan_tf.lpips import LPIPS
+
+    size, batch = 32, 2
+    # VGG16's 13 convs (3x3) on s x s: s^2 * 9 * (3*64 + 64*64 + (64*128 + 128*128) / 4
+    # + (128*256 + 2*256*256) / 16 + (256*512 + 2*512*512) / 64 + 3*512*512 / 256) MACs
+    per_image = 2 * size**2 * 9 * 33984 / 1e9
+    recs = [tf.zeros([batch, size, size, 3])] * 3
+    got = profile_step.lpips_gflops(LPIPS(vgg_weights=None), recs, batch)
+    # predictions: forward + gradient to the input; distinct targets: forward
+    assert got == pytest.approx(per_image * (3 * batch * 2 + 2 * batch))
+
+
 @pytest.mark.slow
 def test_profile_step_runs_and_its_parts_add_up():
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "profile_step.py"),
                            "--resolution", "64", "--batch-size", "2", "--ngf", "8", "--ndf", "8",
-                           "--repeats", "1"], capture_output=True, text=True, timeout=600,
-                          cwd=REPO)
+                           "--recon-loss", "lpips", "--repeats", "1"],
+                          capture_output=True, text=True, timeout=600, cwd=REPO)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)
     seconds = result["seconds"]
     assert seconds["whole step"] > 0 and seconds["sum of parts"] > 0
+    assert seconds[profile_step.LPIPS_PART] > 0
     assert result["forward_gflops"]["D real forward"] > result["forward_gflops"]["D fake forward"]
+    assert result["lpips_gflops_estimate"] > 0
+    assert result["flops_ratio_lpips_step_over_l1_step"] > 1
+    assert set(result["achieved_gflops_per_second"]) == {"whole step", "LPIPS", "rest of the step"}

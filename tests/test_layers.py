@@ -207,6 +207,16 @@ def test_snconv_keeps_float32_kernel_under_mixed_precision(rng):
 # ------------------------------------------------------------------------------------------------
 
 
+def test_fold_upsample_kernel_by_hand():
+    k = tf.reshape(tf.range(9.0), (3, 3, 1, 1))  # rows (0 1 2), (3 4 5), (6 7 8)
+    # per axis (k2, k1 + k2, k0 + k1, k0): rows (6 7 8), (9 11 13), (3 5 7), (0 1 2), then columns
+    want = [[8, 15, 13, 6], [13, 24, 20, 9], [7, 12, 8, 3], [2, 3, 1, 0]]
+    np.testing.assert_array_equal(L.fold_upsample_kernel(k)[:, :, 0, 0], want)
+    k2 = tf.reshape(tf.range(3 * 3 * 2 * 5, dtype=tf.float32), (3, 3, 2, 5))
+    assert L.fold_upsample_kernel(k2).shape == (4, 4, 5, 2)  # (taps, out, in) for the transpose
+    np.testing.assert_array_equal(L.fold_upsample_kernel(k2)[3, 3], tf.transpose(k2[0, 0]))
+
+
 @pytest.mark.parametrize("shape", [(2, 5, 7, 3), (3, 8, 8, 16)])
 def test_upconv_is_upsample_then_conv_in_values_gradients_and_u(rng, shape):
     """The folded stride-2 form computes nearest x2 + 3x3 conv: outputs, both gradients and

@@ -180,10 +180,20 @@ class SNConv2D(_SpectralNormMixin, keras.layers.Layer):
         return (input_shape[0], side(input_shape[1]), side(input_shape[2]), self.filters)
 
 
-# Nearest x2 upsampling followed by a 3x3 conv (zero padding 1), folded per axis into a 4-tap
-# kernel: output row 2n sees input rows (n-1, n) with weights (k0, k1 + k2) and row 2n+1 rows
-# (n, n+1) with (k0 + k1, k2). As a stride-2 transposed convolution that is FOLD @ k per axis.
-_UPSAMPLE_FOLD = ((0.0, 0.0, 1.0), (0.0, 1.0, 1.0), (1.0, 1.0, 0.0), (1.0, 0.0, 0.0))
+def fold_upsample_kernel(kernel):
+    """A 3x3 conv kernel (3, 3, in, out) -> the stride-2 transposed conv's (4, 4, out, in) that
+    computes the same conv after a nearest x2 upsampling (zero padding 1).
+
+    Per axis, output row 2n sees input rows (n-1, n) with weights (k0, k1 + k2) and row 2n+1
+    rows (n, n+1) with (k0 + k1, k2); as transposed-conv taps that is (k2, k1 + k2, k0 + k1,
+    k0). Written as slices and sums: tf.einsum with the 0/1 fold matrices costs twice as much
+    (0.27 against 0.13 s forward and backward on G's 1024-channel kernel, 2-core CPU).
+    """
+    def fold_axis(k, axis):
+        k0, k1, k2 = tf.unstack(k, axis=axis)
+        return tf.stack([k2, k1 + k2, k0 + k1, k0], axis=axis)
+
+    return fold_axis(fold_axis(tf.transpose(kernel, [0, 1, 3, 2]), 0), 1)
 
 
 class SNUpConv2D(SNConv2D):
@@ -203,8 +213,7 @@ class SNUpConv2D(SNConv2D):
 
     def call(self, inputs, training=False):
         kernel = self.normalized_kernel(training)  # (3, 3, in, out), float32
-        fold = tf.constant(_UPSAMPLE_FOLD, tf.float32)
-        folded = tf.einsum("pi,qj,ijco->pqoc", fold, fold, kernel)  # (4, 4, out, in)
+        folded = fold_upsample_kernel(kernel)  # (4, 4, out, in)
         x = tf.cast(inputs, self.compute_dtype)
         shape = tf.shape(x)
         out_shape = tf.stack([shape[0], 2 * shape[1], 2 * shape[2], self.filters])
