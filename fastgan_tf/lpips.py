@@ -134,6 +134,37 @@ def normalize_channels(f, eps=EPS):
     return f / (norm + eps)
 
 
+def tap_distance(a, b_hat, w):
+    """Per sample: the spatial mean of sum_c w_c (a^_c - b_hat_c)^2, a^ = normalize_channels(a).
+
+    Values as autodiff's composition; the gradient is written by hand so that the backward pass
+    keeps `a` (which VGG16's backward keeps anyway) and a one-channel norm rather than the
+    normalised copy of `a` that autodiff keeps: 7.6 MiB less per 128 px image (24 images in a
+    256 px FastGAN step). Gradients equal autodiff's to float32 rounding (tests/test_lpips.py).
+    """
+
+    @tf.custom_gradient
+    def distance(a, b_hat):
+        squares = tf.reduce_sum(tf.square(a), axis=-1, keepdims=True)
+        norm = tf.sqrt(tf.maximum(squares, 1e-30))
+        denom = norm + EPS
+        diff = tf.math.squared_difference(a / denom, b_hat)
+        d = tf.reduce_mean(tf.reduce_sum(diff * w, axis=-1), axis=[1, 2])
+
+        def grad(upstream):
+            pixels = tf.cast(tf.shape(a)[1] * tf.shape(a)[2], a.dtype)
+            g_hat = (2.0 / pixels) * upstream[:, None, None, None] * w * (a / denom - b_hat)
+            # a^ = a / (|a| + eps): d a^_c / d a_k = delta_ck / denom - a_c a_k / (denom^2 |a|),
+            # the second term absent where the floor holds |a| (dead pixels: a = 0 there anyway)
+            dot = tf.reduce_sum(g_hat * a, axis=-1, keepdims=True)
+            radial = tf.where(squares > 1e-30, dot / (denom * denom * norm), 0.0)
+            return g_hat / denom - radial * a, -g_hat
+
+        return d, grad
+
+    return distance(a, b_hat)
+
+
 class LPIPS(keras.layers.Layer):
     """LPIPS(pred, target) -> (B,) float32 distance; inputs NHWC in [-1, 1], same size (>= 16 px).
 
@@ -155,7 +186,7 @@ class LPIPS(keras.layers.Layer):
     def call(self, pred, target):
         n = tf.shape(pred)[0]
         taps = self.taps(tf.concat([pred, target], axis=0))
-        return self._distance([f[:n] for f in taps], [f[n:] for f in taps])
+        return self._distance([f[:n] for f in taps], [normalize_channels(f[n:]) for f in taps])
 
     def pairs(self, preds: list, targets: list) -> list:
         """LPIPS of each (pred, target) pair, per sample, with constant targets: the form of
@@ -169,7 +200,7 @@ class LPIPS(keras.layers.Layer):
         sizes = [p.shape[0] for p in preds]
         pred_taps = [tf.split(f, sizes) for f in self.taps(tf.concat(preds, axis=0))]
         unique = list({id(t): t for t in targets}.values())
-        target_taps = [tf.split(f, [t.shape[0] for t in unique])
+        target_taps = [tf.split(normalize_channels(f), [t.shape[0] for t in unique])
                        for f in self.taps(tf.stop_gradient(tf.concat(unique, axis=0)))]
         where = [next(i for i, u in enumerate(unique) if u is t) for t in targets]
         return [self._distance([f[i] for f in pred_taps], [f[j] for f in target_taps])
@@ -180,15 +211,10 @@ class LPIPS(keras.layers.Layer):
         rgb = as_rgb(tf.cast(images, tf.float32))
         return self.features(caffe_preprocess(rgb), training=False)
 
-    def _distance(self, taps_a: list, taps_b: list):
-        """Per sample: channel-normalised squared differences, lin-weighted, spatially
-        averaged and summed over the taps."""
-        total = 0.0
-        for a, b, w in zip(taps_a, taps_b, self.lin):
-            # squared_difference keeps no copy of the difference for the backward pass
-            diff = tf.math.squared_difference(normalize_channels(a), normalize_channels(b))
-            total += tf.reduce_mean(tf.reduce_sum(diff * w, axis=-1), axis=[1, 2])
-        return total
+    def _distance(self, taps_a: list, hats_b: list):
+        """Per sample, summed over the taps: `tap_distance` of `a`'s taps to `b`'s, the latter
+        already channel-normalised (a target shared by several pairs is normalised once)."""
+        return sum(tap_distance(a, b_hat, w) for a, b_hat, w in zip(taps_a, hats_b, self.lin))
 
     def compute_output_shape(self, pred_shape, target_shape=None):
         return (pred_shape[0],)

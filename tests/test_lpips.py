@@ -234,3 +234,30 @@ def test_batched_pairs_keep_the_loss_and_gradients_of_one_call_per_pair(rng):
     for g, e in zip(got[:3], expected):
         np.testing.assert_allclose(g.numpy(), e.numpy(), rtol=1e-4, atol=1e-7)
     assert got[3] is None and got[4] is None  # the targets stay constants
+
+
+def test_tap_distance_hand_gradient_equals_autodiff(rng):
+    """The hand-written backward of one tap's distance against autodiff of its plain formula,
+    with a dead pixel (all channels 0, the norm's floor) and gradients to both sides."""
+    a = rng.uniform(0, 2, (3, 5, 4, 8)).astype(np.float32)
+    a[0, 1, 2] = 0.0
+    a[1, 0, 0, :7] = 0.0  # one live channel
+    a = tf.Variable(a)
+    b_hat = tf.Variable(lpips.normalize_channels(rng.uniform(0, 2, (3, 5, 4, 8)).astype(np.float32)))
+    w = tf.constant(rng.uniform(0, 1, 8).astype(np.float32))
+    up = tf.constant([0.5, -1.0, 2.0])
+
+    def autodiff(a, b_hat):
+        diff = tf.square(lpips.normalize_channels(a) - b_hat)
+        return tf.reduce_mean(tf.reduce_sum(diff * w, axis=-1), axis=[1, 2])
+
+    results = []
+    for fn in (autodiff, lambda x, y: lpips.tap_distance(x, y, w)):
+        with tf.GradientTape() as tape:
+            d = fn(a, b_hat)
+            loss = tf.reduce_sum(d * up)
+        results.append([d, *tape.gradient(loss, [a, b_hat])])
+    for got, want in zip(results[1], results[0]):
+        assert np.isfinite(got.numpy()).all()
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=2e-5, atol=1e-7)
+    assert float(tf.reduce_max(tf.abs(results[1][1]))) > 0
