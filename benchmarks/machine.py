@@ -8,6 +8,10 @@ from __future__ import annotations
 import os
 import platform
 import sys
+from pathlib import Path
+
+# fastgan_tf from this checkout, also when the package is not installed (or installed elsewhere)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16",
              "amx_int8")
