@@ -1,0 +1,96 @@
+"""Convolutions whose filter gradient is computed as a few large matrix products.
+
+oneDNN's `Conv2DBackpropFilter`, which TensorFlow runs on x86 CPUs with `TF_ENABLE_ONEDNN_OPTS=1`
+(train.py's default there), is slow at high resolution and few channels: in a 256 px step at
+ngf 64 it took 5x longer per FLOP than the same layers' forward convolutions, 1.9-2.3 s of the
+step for G's `feat_128` and `feat_256` (benchmarks/README.md). The filter gradient of a conv is
+a sum over pixels of outer products of input and output gradient, i.e. a matrix product with the
+batch and both spatial axes as its inner dimension; written that way it runs at GEMM speed.
+
+Forward passes and input gradients stay TensorFlow's own ops; only the filter gradient changes,
+to the same sums in another order (float32 rounding; tests/test_conv_grads.py). Used where it was
+measured faster: on CPUs with oneDNN on, in float32 (`matmul_filter_gradients`).
+"""
+
+import os
+
+import tensorflow as tf
+
+
+def matmul_filter_gradients(dtype) -> bool:
+    """Whether to use this module's convolutions: float32, oneDNN on, no GPU visible.
+
+    With oneDNN off (TensorFlow's Eigen kernels, e.g. under --deterministic) its filter gradient
+    of a plain 3x3 conv is faster than the matmul form; on GPUs cuDNN's is untouched.
+    """
+    return (tf.as_dtype(dtype) == tf.float32
+            and os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "1"
+            and not tf.config.list_logical_devices("GPU"))
+
+
+def _serially(tensors_fn, count):
+    """[tensors_fn(0), ..., tensors_fn(count - 1)], each started after the previous one is done,
+    so that only one of their temporary copies exists at a time (they are activation-sized)."""
+    results = []
+    for i in range(count):
+        with tf.control_dependencies(results[-1:]):
+            results.append(tensors_fn(i))
+    return results
+
+
+def _pixels_by_channels(x):
+    return tf.reshape(x, [-1, x.shape[-1]])
+
+
+@tf.custom_gradient
+def conv3x3(x, kernel):
+    """tf.nn.conv2d(x, kernel, 1, "SAME") for a (3, 3, in, out) kernel; filter gradient as nine
+    products (x shifted by each tap)^T @ dy."""
+    y = tf.nn.conv2d(x, kernel, strides=1, padding="SAME")
+
+    def grad(dy):
+        dx = tf.nn.conv2d_transpose(dy, kernel, tf.shape(x), strides=1, padding="SAME")
+        h, w = tf.shape(x)[1], tf.shape(x)[2]
+        padded = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]])
+        flat_dy = _pixels_by_channels(dy)
+
+        def tap(t):
+            i, j = divmod(t, 3)
+            shifted = _pixels_by_channels(padded[:, i:i + h, j:j + w, :])
+            return tf.matmul(shifted, flat_dy, transpose_a=True)  # (in, out)
+
+        dk = tf.reshape(tf.stack(_serially(tap, 9)), kernel.shape)
+        return dx, dk
+
+    return y, grad
+
+
+@tf.custom_gradient
+def conv_transpose_stride2(x, kernel):
+    """tf.nn.conv2d_transpose(x, kernel, 2x size, stride 2, "SAME") for a (4, 4, out, in) kernel
+    (`layers.SNUpConv2D`'s folded form); filter gradient as four products (x shifted by one of
+    2 x 2 offsets)^T @ space_to_depth(dy), one per offset, each giving 2 x 2 kernel taps."""
+    shape = tf.shape(x)
+    out = kernel.shape[2]
+    y = tf.nn.conv2d_transpose(x, kernel, tf.stack([shape[0], 2 * shape[1], 2 * shape[2], out]),
+                               strides=2, padding="SAME")
+
+    def grad(dy):
+        dx = tf.nn.conv2d(dy, kernel, strides=2, padding="SAME")
+        h, w = shape[1], shape[2]
+        # Tap p = 2u + a of the kernel meets x[h] and dy[2h + p - 1] = padded dy[2(h + u) + a]:
+        # block (h + u) of space_to_depth(padded dy), phase a.
+        blocks = _pixels_by_channels(tf.nn.space_to_depth(
+            tf.pad(dy, [[0, 0], [1, 1], [1, 1], [0, 0]]), 2))         # (.., (a, b, out))
+        padded = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]])
+
+        def offset(t):
+            u, v = divmod(t, 2)
+            shifted = _pixels_by_channels(padded[:, 1 - u:2 - u + h, 1 - v:2 - v + w, :])
+            return tf.matmul(shifted, blocks, transpose_a=True)  # (in, (a, b, out))
+
+        g = tf.reshape(tf.stack(_serially(offset, 4)), [2, 2, x.shape[-1], 2, 2, out])
+        dk = tf.reshape(tf.transpose(g, [0, 3, 1, 4, 5, 2]), [4, 4, out, x.shape[-1]])
+        return dx, dk
+
+    return y, grad

@@ -1,0 +1,77 @@
+"""The matmul filter gradients (fastgan_tf/models/conv_grads.py) against TensorFlow's own
+convolution gradients, and where the layers use them."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from fastgan_tf.models import conv_grads
+from fastgan_tf.models import layers as L
+
+
+def _grads(fn, x, kernel, dy):
+    with tf.GradientTape() as tape:
+        tape.watch([x, kernel])
+        y = fn(x, kernel)
+        loss = tf.reduce_sum(y * dy)
+    return [y, *tape.gradient(loss, [x, kernel])]
+
+
+def _assert_close(got, want):
+    for g, w in zip(got, want):  # the same sums in another order: float32 rounding
+        scale = np.abs(w.numpy()).max()
+        np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-5, atol=3e-6 * scale)
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 7, 3), (3, 8, 8, 16)])
+def test_conv3x3_matches_tensorflow(rng, shape):
+    x = tf.constant(rng.normal(size=shape), tf.float32)
+    kernel = tf.constant(rng.normal(size=(3, 3, shape[-1], 6)), tf.float32)
+    dy = tf.constant(rng.normal(size=shape[:3] + (6,)), tf.float32)
+    want = _grads(lambda a, k: tf.nn.conv2d(a, k, 1, "SAME"), x, kernel, dy)
+    _assert_close(_grads(conv_grads.conv3x3, x, kernel, dy), want)
+    traced = tf.function(lambda a, k, d: _grads(conv_grads.conv3x3, a, k, d))
+    _assert_close(traced(x, kernel, dy), want)
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 7, 3), (3, 8, 8, 16)])
+def test_conv_transpose_stride2_matches_tensorflow(rng, shape):
+    x = tf.constant(rng.normal(size=shape), tf.float32)
+    kernel = tf.constant(rng.normal(size=(4, 4, 6, shape[-1])), tf.float32)  # (taps, out, in)
+    out_shape = [shape[0], 2 * shape[1], 2 * shape[2], 6]
+    dy = tf.constant(rng.normal(size=out_shape), tf.float32)
+    want = _grads(lambda a, k: tf.nn.conv2d_transpose(a, k, out_shape, 2, "SAME"), x, kernel, dy)
+    _assert_close(_grads(conv_grads.conv_transpose_stride2, x, kernel, dy), want)
+    traced = tf.function(lambda a, k, d: _grads(conv_grads.conv_transpose_stride2, a, k, d))
+    _assert_close(traced(x, kernel, dy), want)
+
+
+def test_used_only_in_float32_with_onednn_and_no_gpu(monkeypatch):
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "1")
+    assert conv_grads.matmul_filter_gradients("float32")
+    assert not conv_grads.matmul_filter_gradients("bfloat16")
+    assert not conv_grads.matmul_filter_gradients("float16")
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")  # Eigen's kernels (e.g. --deterministic)
+    assert not conv_grads.matmul_filter_gradients("float32")
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS")
+    assert not conv_grads.matmul_filter_gradients("float32")
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "1")
+    monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind=None: ["/GPU:0"])
+    assert not conv_grads.matmul_filter_gradients("float32")
+
+
+@pytest.mark.parametrize("make", [lambda: L.SNConv2D(6, 3, padding=1), lambda: L.SNUpConv2D(6)])
+def test_layers_give_the_same_values_and_gradients_either_way(rng, monkeypatch, make):
+    x = tf.constant(rng.normal(size=(2, 6, 6, 4)), tf.float32)
+    layer = make()
+    layer.build(x.shape)
+    u = layer.u.numpy()
+    results = []
+    for onednn in ("0", "1"):
+        monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", onednn)  # read when the layer is called
+        layer.u.assign(u)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(tf.square(layer(x, training=True)))
+        results.append([loss, *tape.gradient(loss, [x, layer.kernel])])
+    _assert_close(results[1], results[0])
