@@ -21,7 +21,9 @@ settings in every round; `time_vs_reference` is then, per setting, the median ov
 time over the reference's time in the same round. `--onednn on off` times this project with
 TensorFlow's oneDNN kernels on and off (`TF_ENABLE_ONEDNN_OPTS`); the default, `cli`, is what
 train.py does (on, on x86-64), `tensorflow` leaves TensorFlow's own choice, which depends on the
-CPU (off on an AMD EPYC, on on recent Intel Xeons).
+CPU (off on an AMD EPYC, on on recent Intel Xeons). `--filter-gradients auto tensorflow` times
+the convolutions' filter gradients as the package chooses them (`models/conv_grads.py`: matrix
+products on CPUs with oneDNN on) against TensorFlow's own.
 
 `--tensor-memory` adds the peak bytes held by TensorFlow's allocator (switching the CPU allocator
 to BFC, which is slower: its timings are not comparable). LPIPS runs with random VGG16 weights
@@ -45,7 +47,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from machine import machine, peak_rss_mib  # noqa: E402
 
 GRID = ("resolution", "batch_size", "recon_loss", "mixed_precision", "xla", "accumulate",
-        "onednn")
+        "onednn", "filter_gradients")
 SAME_WORK = ("resolution", "batch_size", "recon_loss")  # what the reference is matched on
 
 
@@ -61,11 +63,13 @@ def measure(args: argparse.Namespace) -> dict:
         fast_cpu_kernels()  # as train.py, before TensorFlow starts
     elif args.onednn in ("on", "off"):
         os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1" if args.onednn == "on" else "0"
+    import keras
     import numpy as np
     import tensorflow as tf
 
     from fastgan_tf.config import TrainConfig
     from fastgan_tf.losses import reconstruction_loss
+    from fastgan_tf.models import layers as model_layers
     from fastgan_tf.training.distribute import configure_cpu_threads
     from fastgan_tf.training.fastgan import FastGAN
     from fastgan_tf.training import registry
@@ -80,6 +84,10 @@ def measure(args: argparse.Namespace) -> dict:
                       xla=args.xla == "on", mixed_precision=args.mixed_precision,
                       accumulate=args.accumulate)
     set_policy(mode)
+    if args.filter_gradients == "tensorflow":  # the layers ask this when they are traced
+        model_layers.matmul_filter_gradients = lambda dtype: False
+    compute_dtype = keras.mixed_precision.global_policy().compute_dtype
+    matmul = model_layers.matmul_filter_gradients(compute_dtype)
     gan = FastGAN(cfg, reconstruction_loss(cfg.recon_loss, vgg_weights=None),
                   mixed=loss_scaling(mode))
     real = tf.constant(np.random.default_rng(0).uniform(
@@ -99,6 +107,7 @@ def measure(args: argparse.Namespace) -> dict:
         "ndf": cfg.ndf, "recon_loss": cfg.recon_loss, "mixed_precision": args.mixed_precision,
         "xla": cfg.xla, "accumulate": cfg.accumulate, "intra_op_threads": args.threads or None,
         "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "tensorflow's default"),
+        "filter_gradients": "matmul" if matmul else "tensorflow",
         "code": "fastgan-tf",
         "iterations": args.iterations, "first_step_s": round(first, 2),
         "median_s_per_iter": round(float(np.median(times)), 3),
@@ -157,6 +166,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--accumulate", type=int, nargs="+", default=[1])
     p.add_argument("--onednn", nargs="+", default=["cli"], choices=("cli", "tensorflow", "on", "off"),
                    help="TF_ENABLE_ONEDNN_OPTS for this project's settings (cli: as train.py)")
+    p.add_argument("--filter-gradients", nargs="+", default=["auto"],
+                   choices=("auto", "tensorflow"),
+                   help="convolution filter gradients: the package's choice or TensorFlow's own")
     p.add_argument("--ngf", type=int, default=64)
     p.add_argument("--ndf", type=int, default=64)
     p.add_argument("--threads", type=int, default=0, help="intra-op threads; 0 = TF default")

@@ -54,6 +54,12 @@ def test_ratios_are_taken_within_each_round():
     assert summaries[0]["per_round_s"] == [1.0, 2.0] and summaries[0]["median_s_per_iter"] == 1.5
 
 
+def test_filter_gradients_are_a_grid_dimension_the_reference_ignores():
+    args = _args("--filter-gradients", "auto", "tensorflow", "--reference-dir", "/somewhere")
+    settings = train_step.grid_settings(args)
+    assert [s.get("filter_gradients") for s in settings] == ["auto", "tensorflow", None]
+
+
 def test_no_reference_no_reference_ratio():
     runs = [_result("fastgan-tf", "l1", 1.0)]
     summary = train_step.summarise(runs, runs, [train_step.reference_of(runs, runs[0])])
