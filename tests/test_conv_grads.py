@@ -46,18 +46,30 @@ def test_conv_transpose_stride2_matches_tensorflow(rng, shape):
     _assert_close(traced(x, kernel, dy), want)
 
 
-def test_used_only_in_float32_with_onednn_and_no_gpu(monkeypatch):
+def test_used_only_in_float32_with_onednn_no_gpu_and_large_outputs(monkeypatch):
+    big = 128 * 128
     monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "1")
-    assert conv_grads.matmul_filter_gradients("float32")
-    assert not conv_grads.matmul_filter_gradients("bfloat16")
-    assert not conv_grads.matmul_filter_gradients("float16")
+    assert conv_grads.matmul_filter_gradients("float32", big)
+    assert not conv_grads.matmul_filter_gradients("float32", 64 * 128)
+    assert not conv_grads.matmul_filter_gradients("float32", None)
+    assert not conv_grads.matmul_filter_gradients("bfloat16", big)
+    assert not conv_grads.matmul_filter_gradients("float16", big)
     monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")  # Eigen's kernels (e.g. --deterministic)
-    assert not conv_grads.matmul_filter_gradients("float32")
+    assert not conv_grads.matmul_filter_gradients("float32", big)
     monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS")
-    assert not conv_grads.matmul_filter_gradients("float32")
+    assert not conv_grads.matmul_filter_gradients("float32", big)
     monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "1")
     monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind=None: ["/GPU:0"])
-    assert not conv_grads.matmul_filter_gradients("float32")
+    assert not conv_grads.matmul_filter_gradients("float32", big)
+
+
+@pytest.mark.parametrize("make, side, pixels", [(lambda: L.SNConv2D(4, 3, padding=1), 32, 32 * 32),
+                                                (lambda: L.SNUpConv2D(4), 16, 32 * 32)])
+def test_layers_choose_by_output_size(monkeypatch, make, side, pixels):
+    asked = []
+    monkeypatch.setattr(L, "matmul_filter_gradients", lambda dtype, n: asked.append(n) or False)
+    make()(tf.zeros([1, side, side, 2]))
+    assert asked == [pixels]  # the up-conv's output is twice the input's side
 
 
 @pytest.mark.parametrize("make", [lambda: L.SNConv2D(6, 3, padding=1), lambda: L.SNUpConv2D(6)])
@@ -67,6 +79,7 @@ def test_layers_give_the_same_values_and_gradients_either_way(rng, monkeypatch, 
     layer.build(x.shape)
     u = layer.u.numpy()
     results = []
+    monkeypatch.setattr(conv_grads, "MIN_OUTPUT_PIXELS", 1)  # this small input too
     for onednn in ("0", "1"):
         monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", onednn)  # read when the layer is called
         layer.u.assign(u)

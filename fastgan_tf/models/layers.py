@@ -133,6 +133,11 @@ class _SpectralNormMixin:
         return k / self._sigma(k, training)
 
 
+def _pixels(shape):
+    """Height x width of an NHWC shape, None if either is unknown."""
+    return None if shape[1] is None or shape[2] is None else shape[1] * shape[2]
+
+
 class SNConv2D(_SpectralNormMixin, keras.layers.Layer):
     """Bias-free, spectrally normalised Conv2d with PyTorch's explicit zero padding.
 
@@ -167,7 +172,8 @@ class SNConv2D(_SpectralNormMixin, keras.layers.Layer):
         kernel = self.normalized_kernel(training)
         x = tf.cast(inputs, self.compute_dtype)
         p, k, s = self.padding, self.kernel_size, self.strides
-        if (k, s, p) == (3, 1, 1) and matmul_filter_gradients(self.compute_dtype):
+        if (k, s, p) == (3, 1, 1) and matmul_filter_gradients(self.compute_dtype,
+                                                              _pixels(x.shape)):
             return conv3x3(x, tf.cast(kernel, self.compute_dtype))
         if s == 1 and 2 * p == k - 1:
             padding = "SAME"  # identical to symmetric padding p for odd kernels at stride 1
@@ -220,7 +226,7 @@ class SNUpConv2D(SNConv2D):
         folded = fold_upsample_kernel(kernel)  # (4, 4, out, in)
         x = tf.cast(inputs, self.compute_dtype)
         folded = tf.cast(folded, self.compute_dtype)
-        if matmul_filter_gradients(self.compute_dtype):
+        if matmul_filter_gradients(self.compute_dtype, 4 * (_pixels(x.shape) or 0)):
             y = conv_transpose_stride2(x, folded)
         else:
             shape = tf.shape(x)
