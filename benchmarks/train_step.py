@@ -85,9 +85,10 @@ def measure(args: argparse.Namespace) -> dict:
                       accumulate=args.accumulate)
     set_policy(mode)
     if args.filter_gradients == "tensorflow":  # the layers ask this when they are traced
-        model_layers.matmul_filter_gradients = lambda dtype: False
+        model_layers.matmul_filter_gradients = lambda dtype, output_pixels: False
     compute_dtype = keras.mixed_precision.global_policy().compute_dtype
-    matmul = model_layers.matmul_filter_gradients(compute_dtype)
+    # G's last up-conv has the largest output: whether any layer takes the matmul form
+    matmul = model_layers.matmul_filter_gradients(compute_dtype, args.resolution ** 2)
     gan = FastGAN(cfg, reconstruction_loss(cfg.recon_loss, vgg_weights=None),
                   mixed=loss_scaling(mode))
     real = tf.constant(np.random.default_rng(0).uniform(

@@ -107,3 +107,17 @@ def test_profile_step_runs_and_its_parts_add_up():
     assert result["lpips_gflops_estimate"] > 0
     assert result["flops_ratio_lpips_step_over_l1_step"] > 1
     assert set(result["achieved_gflops_per_second"]) == {"whole step", "LPIPS", "rest of the step"}
+
+
+@pytest.mark.slow
+def test_train_step_runs_one_setting_and_names_its_filter_gradients():
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "train_step.py"),
+                           "--resolution", "64", "--batch-size", "2", "--ngf", "8", "--ndf", "8",
+                           "--iterations", "1", "--warmup", "1", "--onednn", "on",
+                           "--filter-gradients", "auto", "tensorflow"],
+                          capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(done.stdout)["results"]
+    # 64 px is below conv_grads.MIN_OUTPUT_PIXELS: TensorFlow's filter gradients either way
+    assert [r["filter_gradients"] for r in results] == ["tensorflow", "tensorflow"]
+    assert all(r["median_s_per_iter"] > 0 for r in results)
