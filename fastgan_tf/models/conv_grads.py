@@ -2,7 +2,7 @@
 
 oneDNN's `Conv2DBackpropFilter`, which TensorFlow runs on x86 CPUs with `TF_ENABLE_ONEDNN_OPTS=1`
 (train.py's default there), is slow at high resolution and few channels: in a 256 px step at
-ngf 64 it took 5x longer per FLOP than the same layers' forward convolutions, 1.9-2.3 s of the
+ngf 64 it took 4-5x longer per FLOP than the same layers' forward convolutions, 1.7-2.3 s of the
 step for G's `feat_128` and `feat_256` (benchmarks/README.md). The filter gradient of a conv is
 a sum over pixels of outer products of input and output gradient, i.e. a matrix product with the
 batch and both spatial axes as its inner dimension; written that way it runs at GEMM speed.
@@ -73,6 +73,13 @@ def conv3x3(x, kernel):
     return y, grad
 
 
+def upsampling_conv_transpose(x, kernel):
+    """tf.nn.conv2d_transpose(x, kernel, 2x size, stride 2, "SAME"), kernel (4, 4, out, in)."""
+    shape = tf.shape(x)
+    out_shape = tf.stack([shape[0], 2 * shape[1], 2 * shape[2], kernel.shape[2]])
+    return tf.nn.conv2d_transpose(x, kernel, out_shape, strides=2, padding="SAME")
+
+
 @tf.custom_gradient
 def conv_transpose_stride2(x, kernel):
     """tf.nn.conv2d_transpose(x, kernel, 2x size, stride 2, "SAME") for a (4, 4, out, in) kernel
@@ -80,8 +87,7 @@ def conv_transpose_stride2(x, kernel):
     2 x 2 offsets)^T @ space_to_depth(dy), one per offset, each giving 2 x 2 kernel taps."""
     shape = tf.shape(x)
     out = kernel.shape[2]
-    y = tf.nn.conv2d_transpose(x, kernel, tf.stack([shape[0], 2 * shape[1], 2 * shape[2], out]),
-                               strides=2, padding="SAME")
+    y = upsampling_conv_transpose(x, kernel)
 
     def grad(dy):
         dx = tf.nn.conv2d(dy, kernel, strides=2, padding="SAME")

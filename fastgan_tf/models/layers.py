@@ -24,7 +24,8 @@ import numpy as np
 import tensorflow as tf
 import keras
 
-from fastgan_tf.models.conv_grads import conv3x3, conv_transpose_stride2, matmul_filter_gradients
+from fastgan_tf.models.conv_grads import (
+    conv3x3, conv_transpose_stride2, matmul_filter_gradients, upsampling_conv_transpose)
 
 LRELU_SLOPE = 0.2
 SN_EPS = 1e-12
@@ -172,8 +173,8 @@ class SNConv2D(_SpectralNormMixin, keras.layers.Layer):
         kernel = self.normalized_kernel(training)
         x = tf.cast(inputs, self.compute_dtype)
         p, k, s = self.padding, self.kernel_size, self.strides
-        if (k, s, p) == (3, 1, 1) and matmul_filter_gradients(self.compute_dtype,
-                                                              _pixels(x.shape)):
+        if (k, s, p) == (3, 1, 1) and matmul_filter_gradients(
+                self.compute_dtype, _pixels(self.compute_output_shape(x.shape))):
             return conv3x3(x, tf.cast(kernel, self.compute_dtype))
         if s == 1 and 2 * p == k - 1:
             padding = "SAME"  # identical to symmetric padding p for odd kernels at stride 1
@@ -226,13 +227,12 @@ class SNUpConv2D(SNConv2D):
         folded = fold_upsample_kernel(kernel)  # (4, 4, out, in)
         x = tf.cast(inputs, self.compute_dtype)
         folded = tf.cast(folded, self.compute_dtype)
-        if matmul_filter_gradients(self.compute_dtype, 4 * (_pixels(x.shape) or 0)):
+        output_shape = self.compute_output_shape(x.shape)
+        if matmul_filter_gradients(self.compute_dtype, _pixels(output_shape)):
             y = conv_transpose_stride2(x, folded)
         else:
-            shape = tf.shape(x)
-            out_shape = tf.stack([shape[0], 2 * shape[1], 2 * shape[2], self.filters])
-            y = tf.nn.conv2d_transpose(x, folded, out_shape, strides=2, padding="SAME")
-        return tf.ensure_shape(y, self.compute_output_shape(x.shape))
+            y = upsampling_conv_transpose(x, folded)
+        return tf.ensure_shape(y, output_shape)
 
     def compute_output_shape(self, input_shape):
         def side(n):
