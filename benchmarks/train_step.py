@@ -228,6 +228,7 @@ def summarise(runs: list[dict], firsts: list[dict], references: list[dict | None
                    per_round_s=times,
                    min_s_per_iter=min(r["min_s_per_iter"] for r in runs),
                    peak_rss_mib=max(r["peak_rss_mib"] or 0 for r in runs) or None,
+                   per_round_peak_rss_mib=[r["peak_rss_mib"] for r in runs],
                    time_vs_first=ratio(firsts))
     if all(references):
         summary["time_vs_reference"] = ratio(references)

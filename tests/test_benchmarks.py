@@ -33,9 +33,9 @@ def test_grid_adds_the_reference_once_per_same_work():
     assert [s["code"] for s in train_step.grid_settings(_args())] == ["fastgan-tf"]
 
 
-def _result(code, recon, seconds):
+def _result(code, recon, seconds, rss=100.0):
     return {"code": code, "resolution": 256, "batch_size": 8, "recon_loss": recon,
-            "median_s_per_iter": seconds, "min_s_per_iter": seconds, "peak_rss_mib": 100.0}
+            "median_s_per_iter": seconds, "min_s_per_iter": seconds, "peak_rss_mib": rss}
 
 
 def test_ratios_are_taken_within_each_round():
@@ -44,7 +44,7 @@ def test_ratios_are_taken_within_each_round():
     # Round 0 on a fast phase of the machine, round 1 on a slow one (everything 2x slower).
     rounds = [[_result("fastgan-tf", "l1", 1.0), _result("fastgan-tf", "lpips", 1.5),
                _result("pytorch-reference", "l1", 2.0), _result("pytorch-reference", "lpips", 3.0)],
-              [_result("fastgan-tf", "l1", 2.0), _result("fastgan-tf", "lpips", 3.0),
+              [_result("fastgan-tf", "l1", 2.0, rss=150.0), _result("fastgan-tf", "lpips", 3.0),
                _result("pytorch-reference", "l1", 4.0), _result("pytorch-reference", "lpips", 6.0)]]
     summaries = [train_step.summarise([r[i] for r in rounds], [r[0] for r in rounds],
                                       [train_step.reference_of(r, settings[i]) for r in rounds])
@@ -52,6 +52,8 @@ def test_ratios_are_taken_within_each_round():
     assert [s["time_vs_reference"] for s in summaries] == [0.5, 0.5, 1.0, 1.0]
     assert [s["time_vs_first"] for s in summaries] == [1.0, 1.5, 2.0, 3.0]
     assert summaries[0]["per_round_s"] == [1.0, 2.0] and summaries[0]["median_s_per_iter"] == 1.5
+    assert summaries[0]["per_round_peak_rss_mib"] == [100.0, 150.0]
+    assert summaries[0]["peak_rss_mib"] == 150.0
 
 
 def test_filter_gradients_are_a_grid_dimension_the_reference_ignores():

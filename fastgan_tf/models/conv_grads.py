@@ -50,6 +50,11 @@ def _pixels_by_channels(x):
     return tf.reshape(x, [-1, x.shape[-1]])
 
 
+def _pad_one_pixel(x):
+    """x with a border of one zero pixel around each image (NHWC)."""
+    return tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]])
+
+
 @tf.custom_gradient
 def conv3x3(x, kernel):
     """tf.nn.conv2d(x, kernel, 1, "SAME") for a (3, 3, in, out) kernel; filter gradient as nine
@@ -59,7 +64,7 @@ def conv3x3(x, kernel):
     def grad(dy):
         dx = tf.nn.conv2d_transpose(dy, kernel, tf.shape(x), strides=1, padding="SAME")
         h, w = tf.shape(x)[1], tf.shape(x)[2]
-        padded = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]])
+        padded = _pad_one_pixel(x)
         flat_dy = _pixels_by_channels(dy)
 
         def tap(t):
@@ -94,9 +99,8 @@ def conv_transpose_stride2(x, kernel):
         h, w = shape[1], shape[2]
         # Tap p = 2u + a of the kernel meets x[h] and dy[2h + p - 1] = padded dy[2(h + u) + a]:
         # block (h + u) of space_to_depth(padded dy), phase a.
-        blocks = _pixels_by_channels(tf.nn.space_to_depth(
-            tf.pad(dy, [[0, 0], [1, 1], [1, 1], [0, 0]]), 2))         # (.., (a, b, out))
-        padded = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]])
+        blocks = _pixels_by_channels(tf.nn.space_to_depth(_pad_one_pixel(dy), 2))  # (a, b, out)
+        padded = _pad_one_pixel(x)
 
         def offset(t):
             u, v = divmod(t, 2)

@@ -33,7 +33,7 @@ from fastgan_tf.errors import UserError
 from fastgan_tf.imageops import nearest_resize, quadrant
 from fastgan_tf.models import Discriminator, Generator
 from fastgan_tf.training import memory
-from fastgan_tf.training.host_memory import release_freed_host_memory
+from fastgan_tf.training.host_memory import map_large_blocks, release_freed_host_memory
 from fastgan_tf.training.registry import ModelSpec
 from fastgan_tf.training.sharding import (
     AUG_FAKE_BIG,
@@ -79,6 +79,9 @@ class FastGAN(RunState):
         if cfg.xla and self.replicas > 1:  # XLA around strategy.run is not supported by TF
             raise UserError(f"--xla compiles the step for one device, but the strategy has "
                             f"{self.replicas} replicas: drop --xla or use --strategy one")
+        self._on_cpu = not tf.config.list_logical_devices("GPU")
+        if self._on_cpu:
+            map_large_blocks()  # activations straight from and back to the OS: no heap to fragment
         sync = self.replicas > 1
         with self.strategy.scope():
             self.generator = build_generator(cfg, sync_bn=sync)
@@ -89,7 +92,6 @@ class FastGAN(RunState):
             self.d_opt = make_optimizer(cfg, mixed, self.discriminator)
         self._create_run_state(cfg)
         self._compiled = tf.function(self._step_on_replicas, jit_compile=cfg.xla, autograph=False)
-        self._on_cpu = not tf.config.list_logical_devices("GPU")
 
     # ----------------------------------------------------------------------------- the step
     def train_on_batch(self, real) -> dict:
