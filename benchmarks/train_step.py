@@ -23,7 +23,8 @@ TensorFlow's oneDNN kernels on and off (`TF_ENABLE_ONEDNN_OPTS`); the default, `
 train.py does (on, on x86-64), `tensorflow` leaves TensorFlow's own choice, which depends on the
 CPU (off on an AMD EPYC, on on recent Intel Xeons). `--filter-gradients auto tensorflow` times
 the convolutions' filter gradients as the package chooses them (`models/conv_grads.py`: matrix
-products on CPUs with oneDNN on) against TensorFlow's own.
+products on CPUs with oneDNN on) against TensorFlow's own; `--mmap-threshold auto glibc` the host
+allocator as train.py sets it (`training/host_memory.py`) against glibc's defaults.
 
 `--tensor-memory` adds the peak bytes held by TensorFlow's allocator (switching the CPU allocator
 to BFC, which is slower: its timings are not comparable). LPIPS runs with random VGG16 weights
@@ -47,7 +48,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from machine import machine, peak_rss_mib  # noqa: E402
 
 GRID = ("resolution", "batch_size", "recon_loss", "mixed_precision", "xla", "accumulate",
-        "onednn", "filter_gradients")
+        "onednn", "filter_gradients", "mmap_threshold")
 SAME_WORK = ("resolution", "batch_size", "recon_loss")  # what the reference is matched on
 
 
@@ -71,6 +72,7 @@ def measure(args: argparse.Namespace) -> dict:
     from fastgan_tf.losses import reconstruction_loss
     from fastgan_tf.models import layers as model_layers
     from fastgan_tf.training.distribute import configure_cpu_threads
+    from fastgan_tf.training import fastgan as fastgan_module
     from fastgan_tf.training.fastgan import FastGAN
     from fastgan_tf.training import registry
     from fastgan_tf.training.precision import loss_scaling, set_policy
@@ -86,6 +88,8 @@ def measure(args: argparse.Namespace) -> dict:
     set_policy(mode)
     if args.filter_gradients == "tensorflow":  # the layers ask this when they are traced
         model_layers.matmul_filter_gradients = lambda dtype, output_pixels: False
+    if args.mmap_threshold == "glibc":  # FastGAN asks this when it is built
+        fastgan_module.map_large_blocks = lambda: False
     compute_dtype = keras.mixed_precision.global_policy().compute_dtype
     # G's last up-conv has the largest output: whether any layer takes the matmul form
     matmul = model_layers.matmul_filter_gradients(compute_dtype, args.resolution ** 2)
@@ -109,6 +113,7 @@ def measure(args: argparse.Namespace) -> dict:
         "xla": cfg.xla, "accumulate": cfg.accumulate, "intra_op_threads": args.threads or None,
         "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "tensorflow's default"),
         "filter_gradients": "matmul" if matmul else "tensorflow",
+        "mmap_threshold": args.mmap_threshold,
         "code": "fastgan-tf",
         "iterations": args.iterations, "first_step_s": round(first, 2),
         "median_s_per_iter": round(float(np.median(times)), 3),
@@ -170,6 +175,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--filter-gradients", nargs="+", default=["auto"],
                    choices=("auto", "tensorflow"),
                    help="convolution filter gradients: the package's choice or TensorFlow's own")
+    p.add_argument("--mmap-threshold", nargs="+", default=["auto"], choices=("auto", "glibc"),
+                   help="host allocator: as train.py (glibc's mmap threshold fixed at 4 MiB) or "
+                        "glibc's own dynamic threshold")
     p.add_argument("--ngf", type=int, default=64)
     p.add_argument("--ndf", type=int, default=64)
     p.add_argument("--threads", type=int, default=0, help="intra-op threads; 0 = TF default")

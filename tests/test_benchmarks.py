@@ -62,6 +62,12 @@ def test_filter_gradients_are_a_grid_dimension_the_reference_ignores():
     assert [s.get("filter_gradients") for s in settings] == ["auto", "tensorflow", None]
 
 
+def test_mmap_threshold_is_a_grid_dimension_the_reference_ignores():
+    args = _args("--mmap-threshold", "auto", "glibc", "--reference-dir", "/somewhere")
+    settings = train_step.grid_settings(args)
+    assert [s.get("mmap_threshold") for s in settings] == ["auto", "glibc", None]
+
+
 def test_no_reference_no_reference_ratio():
     runs = [_result("fastgan-tf", "l1", 1.0)]
     summary = train_step.summarise(runs, runs, [train_step.reference_of(runs, runs[0])])
@@ -112,14 +118,14 @@ def test_profile_step_runs_and_its_parts_add_up():
 
 
 @pytest.mark.slow
-def test_train_step_runs_one_setting_and_names_its_filter_gradients():
+def test_train_step_runs_one_setting_and_names_its_filter_gradients_and_allocator():
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "train_step.py"),
                            "--resolution", "64", "--batch-size", "2", "--ngf", "8", "--ndf", "8",
                            "--iterations", "1", "--warmup", "1", "--onednn", "on",
-                           "--filter-gradients", "auto", "tensorflow"],
+                           "--filter-gradients", "auto", "tensorflow", "--mmap-threshold", "glibc"],
                           capture_output=True, text=True, timeout=600, cwd=REPO)
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads(done.stdout)["results"]
     # 64 px is below conv_grads.MIN_OUTPUT_PIXELS: TensorFlow's filter gradients either way
     assert [r["filter_gradients"] for r in results] == ["tensorflow", "tensorflow"]
-    assert all(r["median_s_per_iter"] > 0 for r in results)
+    assert all(r["median_s_per_iter"] > 0 and r["mmap_threshold"] == "glibc" for r in results)

@@ -34,7 +34,7 @@ def map_large_blocks() -> bool:
 
     glibc's default threshold starts at 128 KiB and rises after each large free, up to 32 MiB, so
     a step's activations end up in the heap, where the holes they leave fragment it: peak RSS of
-    a 256 px LPIPS step was 5.8 GiB against 4.4 GiB with a fixed 4 MiB threshold, at the same
+    a 256 px LPIPS step was 5.7 GiB against 4.3 GiB with a fixed 4 MiB threshold, at the same
     step time (benchmarks/README.md). Setting it also turns glibc's dynamic raising off. Returns
     whether the threshold was set.
     """
