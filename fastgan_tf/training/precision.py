@@ -8,8 +8,8 @@
   range).
 * `auto`: bfloat16 on CUDA GPUs of compute capability 8.0 or newer (Ampere: fast bfloat16, no loss
   scale to manage), float16 on 7.x (tensor cores without bfloat16), float32 otherwise, CPUs
-  included. float16 is several times slower than float32 on CPUs. bfloat16 measured faster on the
-  AVX512_BF16 CPU this project is built on (0.79x float32's step time at 64 px, ngf 16; 0.76x
+  included. float16 is several times slower than float32 on CPUs. bfloat16 measured faster on an
+  AVX512_BF16 CPU this project was built on (0.79x float32's step time at 64 px, ngf 16; 0.76x
   at 256 px, ngf 64: benchmarks/README.md), and it trains as well there in a short check; `auto`
   keeps float32 on CPUs all the same, because the gain depends on the CPU and TensorFlow build
   (bfloat16 was slower than float32 on a CPU without native bfloat16, tf-stack.md), because the
