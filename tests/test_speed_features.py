@@ -13,7 +13,7 @@ from fastgan_tf.errors import UserError
 from fastgan_tf.losses import reconstruction_loss
 from fastgan_tf.models import layers as L
 from fastgan_tf.training.fastgan import FastGAN
-from fastgan_tf.training.sharding import StepRandom
+from fastgan_tf.training.sharding import GradientSum, StepRandom, split_batch
 from fastgan_tf.training.precision import set_policy
 
 RES = 64
@@ -24,9 +24,9 @@ def _cfg(**kw):
     return TrainConfig(**{**base, **kw})
 
 
-def _gan(cfg, mixed=False, sgd=None):
+def _gan(cfg, mixed=False, sgd=None, cls=FastGAN):
     keras.utils.set_random_seed(5)  # identical initial weights for every model built like this
-    gan = FastGAN(cfg, reconstruction_loss("l1"), mixed=mixed)
+    gan = cls(cfg, reconstruction_loss("l1"), mixed=mixed)
     if sgd:  # plain SGD: the update is lr * gradient, so updates compare like gradients
         gan.d_opt, gan.g_opt = keras.optimizers.SGD(sgd), keras.optimizers.SGD(sgd)
         gan.d_opt.build(gan.discriminator.trainable_variables)
@@ -106,6 +106,72 @@ def test_accumulate_must_divide_the_batch():
         validate(_cfg(accumulate=3))
     with pytest.raises(UserError, match="--accumulate 0"):
         validate(_cfg(accumulate=0))
+
+
+# --------------------------------------------------------------------------- order of the step
+class _GeneratorFirst(FastGAN):
+    """The reference's order, G's taped pass before D's real passes: what the step replaced."""
+
+    def train_step(self, real, key):
+        shards = split_batch(real, key, self.replicas, self.cfg.accumulate, self.cfg.nz)
+        fakes = self.generate(shards)
+        d_grads = GradientSum()
+        real_stats = self.discriminator_on_reals(shards, d_grads)
+        d_stats = self.train_discriminator(shards, fakes, d_grads, real_stats)
+        g_stats = self.train_generator(shards, fakes)
+        self.update_ema()
+        return {**d_stats, **g_stats}
+
+
+def _generator_ops_free_to_start_early(gan, real) -> list[str]:
+    """G's forward ops that do not depend on D's real-pass gradients in the traced step.
+
+    Such an op may run while the real pass is still alive, and G's activations with it."""
+    graph = gan._compiled.get_concrete_function(real).graph
+    consumers = {}
+    for op in graph.get_operations():
+        for source in [t.op for t in op.inputs] + list(op.control_inputs):
+            consumers.setdefault(source.name, []).append(op)
+    # Names follow the call order of each model in the step; D's real pass has the decoders.
+    real_pass = [op for op in graph.get_operations()
+                 if op.name.startswith("gradient_tape/discriminator") and "/decoder_" in op.name]
+    after_real, stack = set(), list(real_pass)
+    while stack:
+        for op in consumers.get(stack.pop().name, []):
+            if op.name not in after_real:
+                after_real.add(op.name)
+                stack.append(op)
+    return [op.name for op in graph.get_operations()
+            if op.name.startswith("generator") and op.type != "Placeholder"
+            and op.name not in after_real]
+
+
+@pytest.mark.parametrize("accumulate", [1, pytest.param(2, marks=pytest.mark.slow)])
+def test_generator_waits_for_the_real_passes(accumulate):
+    """G's activations never coexist with D's largest pass; the reference's order would let them."""
+    cfg = _cfg(batch_size=4, accumulate=accumulate)
+    real = _real(4)
+    assert _generator_ops_free_to_start_early(_gan(cfg), real) == []
+    assert len(_generator_ops_free_to_start_early(_gan(cfg, cls=_GeneratorFirst), real)) > 100
+
+
+@pytest.mark.slow
+def test_the_order_of_the_step_does_not_change_the_update():
+    """Same update to float32 rounding: the reorder moves independent work only.
+
+    Not bit-for-bit: the control dependencies change which ops grappler fuses (gradients differ
+    in the last bits). Plain SGD, so that updates compare like gradients (Adam's first steps are
+    ~lr * sign(gradient))."""
+    real = _real(4)
+    gans = [_gan(_cfg(batch_size=4), sgd=0.01), _gan(_cfg(batch_size=4), sgd=0.01,
+                                                     cls=_GeneratorFirst)]
+    before = _weights(gans[0])
+    for _ in range(2):
+        ours, reference = [{k: float(v) for k, v in gan.train_on_batch(real).items()}
+                           for gan in gans]
+        assert ours == pytest.approx(reference, rel=1e-5, abs=1e-7)
+    updates = [[a - b for a, b in zip(_weights(gan), before)] for gan in gans]
+    assert _relative(updates[1], updates[0]) < 1e-5
 
 
 # --------------------------------------------------------------------------- mixed precision

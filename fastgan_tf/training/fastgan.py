@@ -1,6 +1,7 @@
 """FastGAN's training state and its step: the one place FastGAN's training logic lives.
 
-`FastGAN.train_step` is one iteration of the reference implementation, in its order:
+`FastGAN.train_step` is one iteration of the reference implementation, the same update (only
+the order of independent work differs, see Memory):
 
 1. z ~ N(0, I); G(z) gives the full-resolution image and the small side output.
 2. DiffAugment on each fake output (independent draws), and later on the real batch.
@@ -17,7 +18,9 @@ split over replicas and `--accumulate` micro-batches without changing the update
 sharding.py: D and G take one step per global batch, and only BatchNorm sees smaller batches.
 
 Memory: the D step's real and fake passes are differentiated one after the other (the reference
-calls backward twice, too), so their activations are never alive together. With accumulation, G
+calls backward twice, too), so their activations are never alive together. G runs after the real
+passes (the reference runs it first), so its taped activations, kept until the G step, are never
+alive with the real pass's, the step's largest (decoders and LPIPS). With accumulation, G
 runs twice per micro-batch (a pure forward for the D step, then the taped one for the G step),
 which trades ~20% more time for activations of one micro-batch instead of the whole batch.
 """
@@ -114,12 +117,25 @@ class FastGAN(RunState):
                 for k, v in per_replica.items()}
 
     def train_step(self, real, key) -> dict:
-        """One FastGAN iteration on this replica's rows of `real`: the five steps, in order."""
+        """One FastGAN iteration on this replica's rows of `real`: the five steps.
+
+        D's real passes run before G (the reference runs G first), and the G step's passes wait
+        for all of D's gradients. The real passes read neither G's outputs nor its state, and
+        every random draw derives from `key`, so the update is the reference's. The order
+        matters for memory: G's taped activations (or, with --accumulate, its replays) never
+        coexist with D's largest pass, the reals through the decoders and LPIPS. Left to
+        TensorFlow's executor, the order, and the step's peak with it, varied from process to
+        process (benchmarks/README.md).
+        """
         shards = split_batch(real, key, self.replicas, self.cfg.accumulate, self.cfg.nz)
-        fakes = self.generate(shards)                          # 1-2. G(z), augmented
-        d_stats = self.train_discriminator(shards, fakes)      # 3. hinge + reconstruction
-        g_stats = self.train_generator(shards, fakes)          # 4. -mean D(G(z)), updated D
-        self.update_ema()                                      # 5. EMA of G
+        d_grads = GradientSum()
+        real_stats = self.discriminator_on_reals(shards, d_grads)  # 3a. hinge + reconstruction
+        with after(d_grads.total):
+            fakes = self.generate(shards)                           # 1-2. G(z), augmented
+        d_stats = self.train_discriminator(shards, fakes, d_grads, real_stats)  # 3b. + Adam step
+        with after(d_grads.total):
+            g_stats = self.train_generator(shards, fakes)           # 4. -mean D(G(z)), updated D
+        self.update_ema()                                           # 5. EMA of G
         return {**d_stats, **g_stats}
 
     # ----------------------------------------------------------------------------- 1-2. fakes
@@ -154,18 +170,23 @@ class FastGAN(RunState):
         return diff_augment(images, self.cfg.augment, random)
 
     # ----------------------------------------------------------------------------- 3. D step
-    def train_discriminator(self, shards: list[Shard], fakes: list[dict]) -> dict:
-        """Step 3: real passes, then fake passes, a micro-batch at a time; one Adam step."""
-        d = self.discriminator
+    def discriminator_on_reals(self, shards: list[Shard], grads: GradientSum) -> dict:
+        """Step 3, first half: D's real passes, a micro-batch at a time, summed into `grads`."""
         part = StepRandom(shards[0].key, PART).uniform([], minval=0, maxval=4, dtype=tf.int32)
-        grads, stats = GradientSum(), {}
+        stats = {}
         for shard in shards:
             with after(grads.total):
                 stats = add_stats(stats, self._d_real_pass(shard, part, grads))
+        return stats
+
+    def train_discriminator(self, shards: list[Shard], fakes: list[dict], grads: GradientSum,
+                            stats: dict) -> dict:
+        """Step 3, second half: D's fake passes after the real ones (`grads`, `stats`); one Adam
+        step on their sum."""
         for shard, fake in zip(shards, fakes):
             with after(grads.total):
                 stats = add_stats(stats, self._d_fake_pass(shard, fake["images"], grads))
-        self._apply(self.d_opt, grads.total, d.trainable_variables)
+        self._apply(self.d_opt, grads.total, self.discriminator.trainable_variables)
         return dict(stats, d_loss=stats["d_real"] + stats["d_fake"] + stats["recon"])
 
     def _d_real_pass(self, shard: Shard, part, grads: GradientSum) -> dict:

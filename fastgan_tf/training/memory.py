@@ -9,7 +9,9 @@ counted instead:
   at micro-batch 1 and 2 to separate what grows with the batch from what does not (normalised
   kernels, their float16 copies). A step holds G's pass (taped until the G step) plus the larger
   of D's passes (the real one, with decoders). Not every output is kept for the backward pass:
-  the count is scaled by `KEPT_SHARE`, measured on CPU;
+  the count is scaled by `KEPT_SHARE`, measured on CPU. Since the step runs G after D's real
+  passes (fastgan.py), the two are no longer alive together: the sum is now an upper bound,
+  and the share was measured before that change;
 * a fixed allowance for what TensorFlow's allocator does not see (CUDA context, cuDNN
   workspaces, fragmentation), `DEVICE_OVERHEAD_GIB`: an assumption, not a measurement.
 
