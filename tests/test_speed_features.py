@@ -13,7 +13,7 @@ from fastgan_tf.errors import UserError
 from fastgan_tf.losses import reconstruction_loss
 from fastgan_tf.models import layers as L
 from fastgan_tf.training.fastgan import FastGAN
-from fastgan_tf.training.sharding import GradientSum, StepRandom, split_batch
+from fastgan_tf.training.sharding import GradientSum, StepRandom, after, split_batch
 from fastgan_tf.training.precision import set_policy
 
 RES = 64
@@ -153,6 +153,24 @@ def test_generator_waits_for_the_real_passes(accumulate):
     real = _real(4)
     assert _generator_ops_free_to_start_early(_gan(cfg), real) == []
     assert len(_generator_ops_free_to_start_early(_gan(cfg, cls=_GeneratorFirst), real)) > 100
+
+
+def test_after_waits_through_one_grouping_op():
+    """One control edge per op of the block, not one per awaited tensor: the step awaits
+    hundreds of gradients, and per-tensor edges made its graph 4x larger."""
+    @tf.function(autograph=False)
+    def fn(x):
+        waits = [x * 2.0, x * 3.0, x * 4.0]
+        with after(waits):
+            return x + 1.0
+
+    ops = fn.get_concrete_function(tf.TensorSpec([2])).graph.get_operations()
+    (group,) = [op for op in ops if op.type == "NoOp"]
+    assert sorted(op.type for op in group.control_inputs) == ["Mul"] * 3
+    waiting = [op for op in ops if op.control_inputs and op is not group]
+    assert waiting and all(op.control_inputs == [group] for op in waiting)
+    (add,) = [op for op in ops if op.type == "AddV2"]  # waits through its constant operand
+    assert any(group in t.op.control_inputs for t in add.inputs) or add.control_inputs == [group]
 
 
 @pytest.mark.slow
