@@ -14,6 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import profile_step  # noqa: E402
+import step_memory  # noqa: E402
 import train_step  # noqa: E402
 
 
@@ -129,3 +130,27 @@ def test_train_step_runs_one_setting_and_names_its_filter_gradients_and_allocato
     # 64 px is below conv_grads.MIN_OUTPUT_PIXELS: TensorFlow's filter gradients either way
     assert [r["filter_gradients"] for r in results] == ["tensorflow", "tensorflow"]
     assert all(r["median_s_per_iter"] > 0 and r["mmap_threshold"] == "glibc" for r in results)
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's /proc")
+def test_step_memory_peak_rss_is_per_step():
+    """The peak RSS it reports starts again after each step: 256 MiB freed before the reset are
+    not in the peak after it."""
+    import numpy as np
+
+    block = np.ones(2**25)  # 256 MiB, touched
+    before = step_memory.peak_rss_gib()
+    del block
+    step_memory.reset_peak_rss()
+    assert step_memory.peak_rss_gib() < before - 0.2
+
+
+def test_step_memory_without_proc_reports_none(monkeypatch):
+    """Windows and macOS have no /proc: null in the JSON, no crash."""
+    def missing(*args, **kwargs):
+        raise FileNotFoundError("/proc/self/status")
+
+    monkeypatch.setattr(Path, "read_text", missing)
+    monkeypatch.setattr(Path, "write_text", missing)
+    step_memory.reset_peak_rss()
+    assert step_memory.peak_rss_gib() is None
