@@ -21,7 +21,7 @@ def machine() -> dict:
     """CPU model, core counts, the flags that matter for speed, TensorFlow's version, the load."""
     import tensorflow as tf
 
-    from fastgan_tf.doctor import cpu_info
+    from fastgan_tf.cpu import cpu_info
 
     info = {"cpu": platform.processor() or platform.machine(), "logical_cpus": os.cpu_count()}
     cpu = cpu_info()  # None off Linux

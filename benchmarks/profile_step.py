@@ -123,6 +123,9 @@ def main() -> None:
     p.add_argument("--ndf", type=int, default=64)
     p.add_argument("--recon-loss", default="l1", choices=("lpips", "l1", "mse"))
     p.add_argument("--threads", type=int, default=0, help="intra-op threads; 0 = TF default")
+    p.add_argument("--mixed-precision", default="off", choices=("off", "bf16"),
+                   help="compute precision, as train.py's option (float16 needs loss scaling: "
+                        "not profiled here)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--trace", action="store_true", help="also aggregate the TF profiler's op times")
     args = p.parse_args()
@@ -134,8 +137,10 @@ def main() -> None:
     from fastgan_tf.config import TrainConfig
     from fastgan_tf.training.distribute import configure_cpu_threads
     from fastgan_tf.training.fastgan import FastGAN
+    from fastgan_tf.training.precision import set_policy
 
     configure_cpu_threads()
+    set_policy(args.mixed_precision)  # before the models are built
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     cfg = TrainConfig(dataset="x", resolution=args.resolution, batch_size=args.batch_size,
@@ -208,7 +213,8 @@ def main() -> None:
     vgg = lpips_gflops(lpips, recs, b) if lpips is not None else 0.0
     result = {
         "setting": {"resolution": r, "batch_size": b, "ngf": cfg.ngf, "ndf": cfg.ndf,
-                    "recon_loss": cfg.recon_loss, "intra_op_threads": args.threads or None,
+                    "recon_loss": cfg.recon_loss, "mixed_precision": args.mixed_precision,
+                    "intra_op_threads": args.threads or None,
                     "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "tensorflow's default")},
         "seconds": timings,
         "forward_gflops": totals,

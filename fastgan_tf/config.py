@@ -131,7 +131,8 @@ class TrainConfig:
                                  section=SPEED)
     mixed_precision: str = option("auto", "on: float16 compute with loss scaling; bf16: bfloat16 "
                                   "compute; off: float32; auto: bf16 on CUDA GPUs of compute "
-                                  "capability >= 8.0, on for 7.x, else off", section=SPEED,
+                                  "capability >= 8.0 and on CPUs with AMX or AVX512_BF16 (not "
+                                  "with --deterministic), on for 7.x, else off", section=SPEED,
                                   choices=PRECISION_MODES)
     xla: bool = option(False, "compile the training step with XLA", section=SPEED)
     accumulate: int = option(1, "split each batch into N micro-batches: the same update with "

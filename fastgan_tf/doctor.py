@@ -26,17 +26,16 @@ import time
 from pathlib import Path
 
 from fastgan_tf import downloads, oscompat, paths
+from fastgan_tf.cpu import bfloat16_flags
 from fastgan_tf.errors import one_line
 
 log = logging.getLogger(__name__)
 
 GIB = 2**30
 PROC_VERSION = Path("/proc/version")
-CPUINFO = Path("/proc/cpuinfo")
 MEMINFO = Path("/proc/meminfo")
 FP16_CAPABILITY = (7, 0)  # Volta and newer: float16 tensor cores
 BF16_CAPABILITY = (8, 0)  # Ampere and newer: bfloat16 tensor cores
-CPU_FLAGS = ("amx_bf16", "amx_tile", "avx512_bf16")
 # The memory estimate builds and traces the models (~10 s a configuration on a CPU): a few only.
 MEMORY_RESOLUTIONS = (256, 1024)
 MEMORY_BATCH = 8
@@ -109,31 +108,6 @@ def host_ram() -> dict | None:
         return None
 
 
-def cpu_info() -> dict | None:
-    """Model, physical cores and flags of /proc/cpuinfo (Linux, WSL); None where it is not read."""
-    if oscompat.on_windows() or not sys.platform.startswith("linux"):
-        return None
-    try:
-        text = CPUINFO.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
-    fields: dict[str, str] = {}
-    for line in text.splitlines():  # the first processor's block is enough
-        key, colon, value = line.partition(":")
-        if colon:
-            fields.setdefault(key.strip(), value.strip())
-    cores = fields.get("cpu cores", "")
-    return {"model": fields.get("model name"),
-            "physical_cores": int(cores) if cores.isdigit() else None,
-            "flags": fields.get("flags", "").split()}
-
-
-def cpu_flags() -> list[str] | None:
-    """The reduced-precision flags of /proc/cpuinfo (Linux, WSL); None where it is not read."""
-    info = cpu_info()
-    return None if info is None else [f for f in CPU_FLAGS if f in info["flags"]]
-
-
 # ------------------------------------------------------------------------------ TensorFlow
 def tensorflow_build() -> dict:
     """"CUDA" with its CUDA and cuDNN versions, "ROCm" or "CPU"."""
@@ -192,7 +166,7 @@ def _capability(gpu: dict) -> tuple[int, ...] | None:
 def fast_precisions(gpus: list[dict]) -> dict:
     """Whether float16 and bfloat16 are fast here (True, False, None: unknown), why, and what
     `--mixed-precision auto` picks (`auto`)."""
-    from fastgan_tf.training.precision import auto_precision
+    from fastgan_tf.training.precision import auto_precision, cpu_bfloat16_pays
 
     if gpus:
         caps = [_capability(g) for g in gpus]
@@ -201,16 +175,22 @@ def fast_precisions(gpus: list[dict]) -> dict:
                 "bfloat16": all(c and c >= BF16_CAPABILITY for c in caps),
                 "auto": auto_precision(caps),
                 "why": f"CUDA compute capability {shown}: float16 needs 7.0, bfloat16 8.0"}
-    flags = cpu_flags()
+    flags = bfloat16_flags()
     if flags is None:
         return {"float16": False, "bfloat16": None, "auto": "off",
                 "why": "CPU: float16 is slower than float32; the bfloat16 flags are read from "
                        "/proc/cpuinfo, on Linux only"}
+    if not flags:
+        return {"float16": False, "bfloat16": False, "auto": "off", "cpu_flags": flags,
+                "why": "CPU without AMX or AVX512_BF16; float16 is slower than float32 on CPUs"}
     found = ", ".join(f.upper() for f in flags)
-    why = (f"CPU with {found}: bfloat16 may or may not beat float32, --speed measures it"
-           if flags else "CPU without AMX or AVX512_BF16")
-    return {"float16": False, "bfloat16": None if flags else False, "auto": "off",
-            "cpu_flags": flags, "why": f"{why}; float16 is slower than float32 on CPUs"}
+    auto = auto_precision([], cpu_bfloat16=cpu_bfloat16_pays())
+    why = (f"CPU with {found}: bfloat16 took 0.7-0.8x float32's step time on such CPUs, "
+           "--speed measures it here" if auto == "bf16" else
+           f"CPU with {found}, but TensorFlow's oneDNN kernels are off (TF_ENABLE_ONEDNN_OPTS=0): "
+           "bfloat16 is slow without them")
+    return {"float16": False, "bfloat16": None, "auto": auto, "cpu_flags": flags,
+            "why": f"{why}; float16 is slower than float32 on CPUs"}
 
 
 # ------------------------------------------------------------------------------ files
@@ -288,11 +268,10 @@ def estimate_gib(resolution: int, micro_batch: int, mode: str) -> float:
 # ------------------------------------------------------------------------------ speed
 def timed_steps(precisions: dict | None = None, settings=SPEED_SETTINGS) -> list[dict]:
     """Seconds per training step of FastGAN on random images, after warm-up steps, in the
-    precision `auto` picks here; also in bfloat16 where it is supported but not known to pay
-    (a CPU with AVX512_BF16 or AMX), so that the report says whether it does."""
+    precision `auto` picks here; in float32 and bfloat16 both where bfloat16 is supported but its
+    speed depends on the CPU (AVX512_BF16 or AMX), so that the report says whether it pays."""
     precisions = precisions or {"auto": "off", "bfloat16": False}
-    modes = [precisions["auto"]] + (["bf16"] if precisions["bfloat16"] is None
-                                    and precisions["auto"] != "bf16" else [])
+    modes = ["off", "bf16"] if precisions["bfloat16"] is None else [precisions["auto"]]
     rows = []
     for resolution, ngf in settings:
         for mode in modes:
@@ -338,10 +317,14 @@ def advice(rep: dict) -> list[str]:
     lines = []
     if not rep["gpus"] and rep["nvidia_smi"] is not None:
         lines.append(_no_gpu_advice(rep))
+    auto = rep.get("precision", {}).get("auto", "off")
     faster = _bf16_speedup(rep.get("speed") or [])
-    if faster:
+    if faster and auto != "bf16":
         lines.append(f"bfloat16 trained faster than float32 here ({faster}): add "
-                     "--mixed-precision bf16 (auto keeps float32 on CPUs)")
+                     "--mixed-precision bf16")
+    if faster is None and auto == "bf16" and _timed_both(rep.get("speed") or []):
+        lines.append("bfloat16 was not faster than float32 here at every size (--speed): add "
+                     "--mixed-precision off (auto picks bfloat16 on this CPU)")
     for w in rep["weights"]:
         if not w["cached"]:
             lines.append(f"{w['name']} (for {w['purpose']}) is not cached: "
@@ -350,11 +333,21 @@ def advice(rep: dict) -> list[str]:
     return lines
 
 
+def _timed_both(rows: list[dict]) -> bool:
+    """Whether --speed timed float32 and bfloat16 at one size at least."""
+    timed = _timed(rows)
+    return any(mode == "bf16" and (size, "off") in timed for size, mode in timed)
+
+
+def _timed(rows: list[dict]) -> dict:
+    return {(r["resolution"], r["mixed_precision"]): r["seconds_per_step"]
+            for r in rows if "error" not in r}
+
+
 def _bf16_speedup(rows: list[dict]) -> str | None:
     """'64px 0.50 -> 0.40 s/step, ...' when --speed timed float32 and bfloat16 and bfloat16 won
     at every size; None otherwise."""
-    timed = {(r["resolution"], r["mixed_precision"]): r["seconds_per_step"]
-             for r in rows if "error" not in r}
+    timed = _timed(rows)
     sizes = sorted({size for size, mode in timed if mode == "bf16" and (size, "off") in timed})
     if not sizes or any(timed[(s, "bf16")] >= timed[(s, "off")] for s in sizes):
         return None

@@ -24,6 +24,16 @@ def _float32_policy():
 
 
 @pytest.fixture(autouse=True)
+def _float32_on_every_cpu(monkeypatch):
+    """`--mixed-precision auto` stays float32 on CPUs with AMX or AVX512_BF16 too (where it would
+    pick bfloat16), so that the tests compute in float32 on every machine; test_precision.py
+    tests that rule itself."""
+    from fastgan_tf.training import precision
+
+    monkeypatch.setattr(precision, "cpu_bfloat16_pays", lambda: False)
+
+
+@pytest.fixture(autouse=True)
 def _pristine_logging():
     """Each test starts with the package's logger as an importing program finds it (quiet): a
     CLI called in-process, here or in a module fixture, configures it for good."""

@@ -116,6 +116,7 @@ def test_profile_step_runs_and_its_parts_add_up():
     assert result["lpips_gflops_estimate"] > 0
     assert result["flops_ratio_lpips_step_over_l1_step"] > 1
     assert set(result["achieved_gflops_per_second"]) == {"whole step", "LPIPS", "rest of the step"}
+    assert result["setting"]["mixed_precision"] == "off"
 
 
 @pytest.mark.slow

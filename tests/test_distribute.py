@@ -171,7 +171,7 @@ def test_two_workers_on_localhost_train_in_lockstep(tmp_path):
     cmd = [sys.executable, str(REPO / "train.py"), "--dataset", str(data), "--epochs", "1",
            "--out", str(out), "--run-name", "mw", "--strategy", "multiworker",
            "--resolution", "64", "--ngf", "8", "--ndf", "8", "--nz", "32", "--recon-loss", "l1",
-           "--batch-size", "8", "--fid-every", "0", "--log-every", "1"]
+           "--batch-size", "8", "--fid-every", "0", "--log-every", "1", "--mixed-precision", "off"]
     workers = []
     for index in range(2):
         tf_config = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},

@@ -17,12 +17,15 @@ import tarfile
 import pytest
 import tensorflow as tf
 
-from fastgan_tf import doctor, oscompat
+from fastgan_tf import cpu, doctor, oscompat
 from fastgan_tf.__main__ import main as package_main
 from fastgan_tf.cli.common import ArgumentParser, run_cli
 from fastgan_tf.cli.doctor import main as doctor_main
 from fastgan_tf.console import configure_logging
 from fastgan_tf.progress import progress
+from fastgan_tf.training import precision
+
+REAL_RULE = precision.cpu_bfloat16_pays  # conftest pins it to False for every other test
 
 PLAIN_LINUX = "Linux version 6.1.0-18-amd64 (debian-kernel@lists.debian.org) #1 SMP Debian"
 WSL2 = "Linux version 5.15.167.4-microsoft-standard-WSL2 (root@f9c826d3017f) #1 SMP"
@@ -43,7 +46,7 @@ def machine(tmp_path, monkeypatch):
     (proc / "version").write_text(PLAIN_LINUX)
     (proc / "cpuinfo").write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f\n")
     monkeypatch.setattr(doctor, "PROC_VERSION", proc / "version")
-    monkeypatch.setattr(doctor, "CPUINFO", proc / "cpuinfo")
+    monkeypatch.setattr(cpu, "CPUINFO", proc / "cpuinfo")
     return tmp_path
 
 
@@ -156,16 +159,21 @@ def test_no_proc_version_is_not_wsl(machine, monkeypatch):
     assert doctor.wsl() is None
 
 
-@pytest.mark.parametrize("flags, bf16, shown", [
-    ("avx512f amx_bf16 amx_tile avx512_bf16", None, "AMX_BF16, AMX_TILE, AVX512_BF16: bfloat16 may"),
-    ("avx512f avx512_bf16", None, "with AVX512_BF16: bfloat16 may or may not beat float32"),
-    ("avx2 avx512f", False, "without AMX or AVX512_BF16"),
+@pytest.mark.parametrize("flags, onednn, bf16, auto, shown", [
+    ("avx512f amx_bf16 amx_tile avx512_bf16", True, None, "bf16",
+     "AMX_BF16, AMX_TILE, AVX512_BF16: bfloat16 took 0.7-0.8x"),
+    ("avx512f avx512_bf16", True, None, "bf16", "with AVX512_BF16: bfloat16 took"),
+    ("avx512f avx512_bf16", False, None, "off", "oneDNN kernels are off"),
+    ("avx2 avx512f", True, False, "off", "without AMX or AVX512_BF16"),
 ])
-def test_cpu_precisions_from_proc_cpuinfo(machine, flags, bf16, shown):
-    """A CPU's bfloat16 support is not a verdict on its speed: --speed measures that."""
+def test_cpu_precisions_from_proc_cpuinfo(machine, monkeypatch, flags, onednn, bf16, auto, shown):
+    """A CPU's bfloat16 support picks `auto`, but is no verdict on its speed: --speed measures
+    that, in both precisions."""
+    monkeypatch.setattr(precision, "cpu_bfloat16_pays", REAL_RULE)  # conftest pins it to False
+    monkeypatch.setattr(precision, "onednn_on", lambda: onednn)
     (machine / "proc" / "cpuinfo").write_text(f"processor\t: 0\nflags\t\t: fpu {flags}\n")
     result = doctor.fast_precisions([])
-    assert result["float16"] is False and result["bfloat16"] is bf16 and result["auto"] == "off"
+    assert (result["float16"], result["bfloat16"], result["auto"]) == (False, bf16, auto)
     assert shown in result["why"]
 
 
@@ -314,15 +322,22 @@ def test_progress_sends_no_control_code_off_a_terminal(monkeypatch):
     assert "\r" not in text and "\x1b" not in text
 
 
-@pytest.mark.parametrize("bf16_seconds, advised", [((0.4, 2.9), True), ((0.4, 4.1), False)])
-def test_bf16_is_advised_only_where_it_was_measured_faster_at_every_size(bf16_seconds, advised):
+@pytest.mark.parametrize("auto, bf16_seconds, advised", [
+    ("off", (0.4, 2.9), "--mixed-precision bf16"), ("off", (0.4, 4.1), None),
+    ("bf16", (0.4, 2.9), None), ("bf16", (0.4, 4.1), "--mixed-precision off"),
+])
+def test_the_precision_is_advised_where_auto_lost_at_some_size(auto, bf16_seconds, advised):
     rows = [{"resolution": 64, "mixed_precision": "off", "seconds_per_step": 0.5},
             {"resolution": 64, "mixed_precision": "bf16", "seconds_per_step": bf16_seconds[0]},
             {"resolution": 256, "mixed_precision": "off", "seconds_per_step": 4.0},
             {"resolution": 256, "mixed_precision": "bf16", "seconds_per_step": bf16_seconds[1]}]
-    lines = doctor.advice({"gpus": [], "nvidia_smi": None, "weights": [], "speed": rows})
-    assert any("--mixed-precision bf16" in line for line in lines) == advised
+    rep = {"gpus": [], "nvidia_smi": None, "weights": [], "speed": rows,
+           "precision": {"auto": auto}}
+    lines = doctor.advice(rep)
+    assert len(lines) == (1 if advised else 0)
     if advised:
+        assert advised in lines[0]
+    if advised == "--mixed-precision bf16":
         assert "64px 0.5 -> 0.4 s/step, 256px 4.0 -> 2.9 s/step" in lines[0]
     assert doctor.advice({"gpus": [], "nvidia_smi": None, "weights": [], "speed": None}) == []
 

@@ -7,7 +7,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "fastgan_tf"
 # From the bottom up; a module may import its own layer and the layers below it.
 LAYERS = [
-    {"errors", "paths", "io", "progress", "console", "imageops", "oscompat"},
+    {"errors", "paths", "io", "progress", "console", "imageops", "oscompat", "cpu"},
     {"downloads", "augment", "schedule", "config", "checkpoint_keys", "runlock", "visualize",
      "models", "optimizers"},
     {"checkpoints", "losses", "lpips", "metrics", "data"},

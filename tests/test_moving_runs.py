@@ -25,7 +25,7 @@ from fastgan_tf.training.precision import loss_scaling, set_policy
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--resolution", "64", "--ngf", "16", "--ndf", "16", "--recon-loss", "l1",
         "--batch-size", "4", "--fid-every", "0", "--checkpoint-every", "1", "--run-name", "r",
-        "--sample-every", "100"]
+        "--sample-every", "100", "--mixed-precision", "off"]
 
 
 def tensor(prefix, key):

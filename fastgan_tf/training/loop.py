@@ -109,7 +109,7 @@ def dry_run(cfg: TrainConfig) -> dict:
     steps_per_epoch(len(data.images), cfg.batch_size)
     _check_recon_weights(cfg)
     resolved = config_lib.TrainConfig(**cfg.to_dict())
-    resolved.mixed_precision = resolve_mixed_precision(cfg.mixed_precision)
+    resolved.mixed_precision = resolve_mixed_precision(cfg.mixed_precision, cfg.deterministic)
     return {
         "config": resolved.to_dict(),
         "params": {"generator": count_params(spec.build_generator(cfg)),
@@ -209,7 +209,8 @@ class Trainer:
     def _reconcile_config(self) -> None:
         """Compare with the run's saved config: refuse what would not fit the trained state,
         say what else changed. Precision is decided for this machine, whatever the run used."""
-        self.cfg.mixed_precision = resolve_mixed_precision(self.cfg.mixed_precision)
+        self.cfg.mixed_precision = resolve_mixed_precision(self.cfg.mixed_precision,
+                                                            self.cfg.deterministic)
         slow = slow_combination(self.cfg.mixed_precision, self.cfg.deterministic,
                                 on_gpu=bool(tf.config.list_logical_devices("GPU")))
         if slow:

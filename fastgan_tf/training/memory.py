@@ -149,5 +149,6 @@ def estimate_for_config(cfg) -> dict | None:
         return None
     replicas = expected_replicas(cfg.strategy)
     micro = check_batch_split(cfg.batch_size, replicas, cfg.accumulate)
-    report = spec.memory_estimate(cfg, micro, resolve_mixed_precision(cfg.mixed_precision))
+    mode = resolve_mixed_precision(cfg.mixed_precision, cfg.deterministic)
+    report = spec.memory_estimate(cfg, micro, mode)
     return {"replicas": replicas, **report}

@@ -7,16 +7,14 @@
 * `bf16`: bfloat16 compute, float32 master weights, no loss scaling (bfloat16 has float32's
   range).
 * `auto`: bfloat16 on CUDA GPUs of compute capability 8.0 or newer (Ampere: fast bfloat16, no loss
-  scale to manage), float16 on 7.x (tensor cores without bfloat16), float32 otherwise, CPUs
-  included. float16 is several times slower than float32 on CPUs. bfloat16 measured faster on an
-  AVX512_BF16 CPU this project was built on (0.79x float32's step time at 64 px, ngf 16; 0.76x
-  at 256 px, ngf 64: benchmarks/README.md), and it trains as well there in a short check; `auto`
-  keeps float32 on CPUs all the same, because the gain depends on the CPU and TensorFlow build
-  (bfloat16 was slower than float32 on a CPU without native bfloat16, tf-stack.md), because the
-  tests, the bit-exact resume and the comparisons with the reference are float32, and because a
-  CPU run's numerics should not change with a flag of /proc/cpuinfo. `python -m fastgan_tf
-  doctor --speed` times both on a CPU with AVX512_BF16 or AMX and advises `--mixed-precision
-  bf16` where it wins.
+  scale to manage), float16 on 7.x (tensor cores without bfloat16), float32 on older GPUs. On a
+  CPU, bfloat16 where the CPU computes it natively (AMX or AVX512_BF16) through TensorFlow's
+  oneDNN kernels and `--deterministic` is off, float32 otherwise. Measured, each against float32
+  in one invocation (benchmarks/README.md): 0.68x float32's step time (l1) and 0.78x (LPIPS) at
+  256 px on an Intel Xeon with AMX; 0.79x at 64 px and 0.76x at 256 px on an AMD EPYC with
+  AVX512_BF16; it trained as well in a short check on both. Without native bfloat16 (AVX2 only)
+  it was 5.8x *slower*, and with op determinism about 10x slower: float32 there. float16 is
+  several times slower than float32 on CPUs, so `auto` never picks it on one.
 
 In every mode, spectral norm's power iteration, BatchNorm's statistics, the losses, the EMA and
 the FID features are computed in float32 (the layers cast them).
@@ -24,8 +22,13 @@ the FID features are computed in float32 (the layers cast them).
 
 from __future__ import annotations
 
+import importlib
+import os
+
 import keras
 import tensorflow as tf
+
+from fastgan_tf import cpu
 
 POLICIES = {"off": "float32", "on": "mixed_float16", "bf16": "mixed_bfloat16"}
 
@@ -39,18 +42,39 @@ def gpu_capabilities() -> list[tuple[int, int] | None]:
     return found
 
 
-def auto_precision(capabilities: list) -> str:
-    """What `auto` means for GPUs of these compute capabilities (none: a CPU)."""
-    if not capabilities or None in capabilities:
+def onednn_on() -> bool:
+    """Whether TensorFlow runs its oneDNN CPU kernels (what bfloat16 on a CPU is fast through)."""
+    try:  # TensorFlow's own answer (private: hence the fallback)
+        port = importlib.import_module("tensorflow.python.util._pywrap_util_port")
+        return bool(port.IsMklEnabled())
+    except (ImportError, AttributeError):
+        return os.environ.get("TF_ENABLE_ONEDNN_OPTS", "").strip().lower() in ("1", "true")
+
+
+def cpu_bfloat16_pays() -> bool:
+    """Whether this CPU computes bfloat16 natively through oneDNN: where it measured faster."""
+    flags = cpu.bfloat16_flags() or []
+    return ("amx_bf16" in flags or "avx512_bf16" in flags) and onednn_on()
+
+
+def auto_precision(capabilities: list, cpu_bfloat16: bool = False) -> str:
+    """What `auto` means for GPUs of these compute capabilities (none: a CPU, in bfloat16 if
+    `cpu_bfloat16`)."""
+    if not capabilities:
+        return "bf16" if cpu_bfloat16 else "off"
+    if None in capabilities:
         return "off"
     if min(capabilities) >= (8, 0):
         return "bf16"
     return "on" if min(capabilities) >= (7, 0) else "off"
 
 
-def resolve_mixed_precision(mode: str) -> str:
+def resolve_mixed_precision(mode: str, deterministic: bool = False) -> str:
     """Turn 'auto' into 'bf16', 'on' or 'off' for this machine; other modes are kept."""
-    return auto_precision(gpu_capabilities()) if mode == "auto" else mode
+    if mode != "auto":
+        return mode
+    gpus = gpu_capabilities()
+    return auto_precision(gpus, cpu_bfloat16=not gpus and not deterministic and cpu_bfloat16_pays())
 
 
 def set_policy(mode: str) -> None:
