@@ -43,6 +43,7 @@ MEMORY_BATCH = 8
 SPEED_SETTINGS = ((64, 16), (256, 64))
 SPEED_BATCH = 8
 WARMUP_STEPS, TIMED_STEPS = 2, 3
+PRECISION_NAMES = {"off": "float32", "on": "float16", "bf16": "bfloat16"}
 NVIDIA_SMI_TIMEOUT = 15.0
 FETCH_COMMAND = ('python -c "from fastgan_tf import console, downloads as d; '
                  'console.configure_logging(); d.fetch(d.{name})"')
@@ -185,7 +186,7 @@ def fast_precisions(gpus: list[dict]) -> dict:
                 "why": "CPU without AMX or AVX512_BF16; float16 is slower than float32 on CPUs"}
     found = ", ".join(f.upper() for f in flags)
     auto = auto_precision([], cpu_bfloat16=cpu_bfloat16_pays())
-    why = (f"CPU with {found}: bfloat16 took 0.7-0.8x float32's step time on such CPUs, "
+    why = (f"CPU with {found}: bfloat16 took 0.68-0.9x float32's step time on such CPUs, "
            "--speed measures it here" if auto == "bf16" else
            f"CPU with {found}, but TensorFlow's oneDNN kernels are off (TF_ENABLE_ONEDNN_OPTS=0): "
            "bfloat16 is slow without them")
@@ -411,7 +412,8 @@ def _precision_line(p: dict) -> str:
     def word(fast):
         return "unknown" if fast is None else "fast" if fast else "slow"
 
-    return f"float16 {word(p['float16'])}, bfloat16 {word(p['bfloat16'])} ({p['why']})"
+    return (f"float16 {word(p['float16'])}, bfloat16 {word(p['bfloat16'])} ({p['why']}); "
+            f"--mixed-precision auto: {PRECISION_NAMES[p['auto']]}")
 
 
 def _memory_line(m: dict, ram: dict | None) -> str:
@@ -442,7 +444,6 @@ def _weights_line(w: dict) -> str:
 def _speed_line(rows: list[dict] | None) -> str:
     if rows is None:
         return "not measured (add --speed: a few training steps at 64 and 256 px)"
-    names = {"off": "float32", "on": "float16", "bf16": "bfloat16"}
-    return "; ".join(f"{r['resolution']}px ngf {r['ngf']} {names[r['mixed_precision']]}: " + (
+    return "; ".join(f"{r['resolution']}px ngf {r['ngf']} {PRECISION_NAMES[r['mixed_precision']]}: " + (
         f"{r['seconds_per_step']} s/step, {r['images_per_second']} img/s" if "error" not in r
         else f"failed ({r['error']})") for r in rows)

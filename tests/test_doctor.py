@@ -161,7 +161,7 @@ def test_no_proc_version_is_not_wsl(machine, monkeypatch):
 
 @pytest.mark.parametrize("flags, onednn, bf16, auto, shown", [
     ("avx512f amx_bf16 amx_tile avx512_bf16", True, None, "bf16",
-     "AMX_BF16, AMX_TILE, AVX512_BF16: bfloat16 took 0.7-0.8x"),
+     "AMX_BF16, AMX_TILE, AVX512_BF16: bfloat16 took 0.68-0.9x"),
     ("avx512f avx512_bf16", True, None, "bf16", "with AVX512_BF16: bfloat16 took"),
     ("avx512f avx512_bf16", False, None, "off", "oneDNN kernels are off"),
     ("avx2 avx512f", True, False, "off", "without AMX or AVX512_BF16"),
@@ -175,6 +175,8 @@ def test_cpu_precisions_from_proc_cpuinfo(machine, monkeypatch, flags, onednn, b
     result = doctor.fast_precisions([])
     assert (result["float16"], result["bfloat16"], result["auto"]) == (False, bf16, auto)
     assert shown in result["why"]
+    line = doctor._precision_line(result)
+    assert line.endswith("--mixed-precision auto: " + ("bfloat16" if auto == "bf16" else "float32"))
 
 
 def test_cpu_precisions_are_unknown_on_windows(monkeypatch):

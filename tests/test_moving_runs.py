@@ -17,7 +17,7 @@ from conftest import write_images
 from fastgan_tf import config as config_lib
 from fastgan_tf.checkpoints import Checkpoints
 from fastgan_tf.cli.train import main
-from fastgan_tf.training import registry
+from fastgan_tf.training import precision, registry
 from fastgan_tf.training.loop import Trainer
 from fastgan_tf.training.compat import restore_objects
 from fastgan_tf.training.precision import loss_scaling, set_policy
@@ -25,7 +25,7 @@ from fastgan_tf.training.precision import loss_scaling, set_policy
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--resolution", "64", "--ngf", "16", "--ndf", "16", "--recon-loss", "l1",
         "--batch-size", "4", "--fid-every", "0", "--checkpoint-every", "1", "--run-name", "r",
-        "--sample-every", "100", "--mixed-precision", "off"]
+        "--sample-every", "100"]
 
 
 def tensor(prefix, key):
@@ -102,6 +102,23 @@ def test_training_moves_from_float16_to_float32_and_back(tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_auto_trains_in_bfloat16_on_a_bfloat16_cpu_and_resumes_in_float32(tmp_path, capsys,
+                                                                          monkeypatch):
+    """A run started on a CPU with AMX (auto: bfloat16) moves to one without (auto: float32)."""
+    data = write_images(tmp_path / "data", count=8)
+    out = tmp_path / "runs"
+    monkeypatch.setattr(precision, "cpu_bfloat16_pays", lambda: True)
+    assert main(["--dataset", str(data), "--epochs", "1", "--out", str(out), *TINY]) == 0
+    err = capsys.readouterr().err
+    assert "--mixed-precision auto: bfloat16 on this CPU" in err and "mixed precision bf16" in err
+    monkeypatch.setattr(precision, "cpu_bfloat16_pays", lambda: False)
+    assert main(["--dataset", str(data), "--epochs", "2", "--out", str(out), *TINY]) == 0
+    err = capsys.readouterr().err
+    assert "mixed_precision bf16 -> off" in err and "mixed precision off" in err
+    assert tensor(out / "r" / "ckpt" / "ckpt-4", "step") == 4
+
+
+@pytest.mark.slow
 def test_a_run_moves_between_device_counts(tmp_path):
     """Two replicas (two logical CPUs), then one device, then two again: each resumes."""
     data = write_images(tmp_path / "data", count=8)
@@ -111,7 +128,7 @@ def test_a_run_moves_between_device_counts(tmp_path):
                    PYTHONPATH=str(REPO), FASTGAN_VIRTUAL_DEVICES="2")
         done = subprocess.run([sys.executable, str(REPO / "train.py"), "--dataset", str(data),
                                "--epochs", str(epochs), "--out", str(out), "--strategy", strategy,
-                               *TINY], env=env, cwd=REPO, capture_output=True, text=True,
+                               "--mixed-precision", "off", *TINY], env=env, cwd=REPO, capture_output=True, text=True,
                               timeout=600)
         assert done.returncode == 0, done.stderr
         if epochs > 1:

@@ -209,10 +209,12 @@ class Trainer:
     def _reconcile_config(self) -> None:
         """Compare with the run's saved config: refuse what would not fit the trained state,
         say what else changed. Precision is decided for this machine, whatever the run used."""
-        self.cfg.mixed_precision = resolve_mixed_precision(self.cfg.mixed_precision,
-                                                            self.cfg.deterministic)
-        slow = slow_combination(self.cfg.mixed_precision, self.cfg.deterministic,
-                                on_gpu=bool(tf.config.list_logical_devices("GPU")))
+        asked, on_gpu = self.cfg.mixed_precision, bool(tf.config.list_logical_devices("GPU"))
+        self.cfg.mixed_precision = resolve_mixed_precision(asked, self.cfg.deterministic)
+        if asked == "auto" and self.cfg.mixed_precision == "bf16" and not on_gpu:
+            log.info("--mixed-precision auto: bfloat16 on this CPU (AMX or AVX512_BF16); "
+                     "--mixed-precision off trains in float32")
+        slow = slow_combination(self.cfg.mixed_precision, self.cfg.deterministic, on_gpu)
         if slow:
             log.warning(slow)
         saved_path = self.run_dir / "config.yaml"
