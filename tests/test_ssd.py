@@ -218,8 +218,9 @@ def test_discriminator_uses_pytorch_spectral_norm():
         assert abs(sigma_raw - 1.0) > 0.05  # the raw kernel is kept, not overwritten (torch SN)
 
 
-def test_mixed_float16_smoke():
-    keras.mixed_precision.set_global_policy("mixed_float16")
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])  # auto: bf16 on AMX CPUs
+def test_mixed_precision_smoke(policy):
+    keras.mixed_precision.set_global_policy(policy)
     g, d = SSDGenerator(nz=16, ngf=4), SSDDiscriminator(ndf=4)
     z = tf.random.normal((2, 16), seed=6)
     with tf.GradientTape(persistent=True) as tape:
