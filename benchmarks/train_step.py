@@ -21,9 +21,10 @@ settings in every round; `time_vs_reference` is then, per setting, the median ov
 time over the reference's time in the same round. `--onednn on off` times this project with
 TensorFlow's oneDNN kernels on and off (`TF_ENABLE_ONEDNN_OPTS`); the default, `cli`, is what
 train.py does (on, on x86-64), `tensorflow` leaves TensorFlow's own choice, which depends on the
-CPU (off on an AMD EPYC, on on recent Intel Xeons). `--filter-gradients auto tensorflow` times
-the convolutions' filter gradients as the package chooses them (`models/conv_grads.py`: matrix
-products on CPUs with oneDNN on) against TensorFlow's own; `--mmap-threshold auto glibc` the host
+CPU (off on an AMD EPYC, on on recent Intel Xeons). `--filter-gradients auto tensorflow matmul`
+times the convolutions' filter gradients as the package chooses them (`models/conv_grads.py`:
+matrix products on CPUs with oneDNN on and without AVX-512) against TensorFlow's own and against
+the matrix products wherever the package would use them but for the CPU's AVX-512; `--mmap-threshold auto glibc` the host
 allocator as train.py sets it (`training/host_memory.py`) against glibc's defaults.
 
 `--tensor-memory` adds the peak bytes held by TensorFlow's allocator (switching the CPU allocator
@@ -68,6 +69,7 @@ def measure(args: argparse.Namespace) -> dict:
     import numpy as np
     import tensorflow as tf
 
+    from fastgan_tf import cpu
     from fastgan_tf.config import TrainConfig
     from fastgan_tf.losses import reconstruction_loss
     from fastgan_tf.models import layers as model_layers
@@ -88,6 +90,8 @@ def measure(args: argparse.Namespace) -> dict:
     set_policy(mode)
     if args.filter_gradients == "tensorflow":  # the layers ask this when they are traced
         model_layers.matmul_filter_gradients = lambda dtype, output_pixels: False
+    if args.filter_gradients == "matmul":  # as on a CPU without AVX-512
+        cpu.has_avx512 = lambda: False
     if args.mmap_threshold == "glibc":  # FastGAN asks this when it is built
         fastgan_module.map_large_blocks = lambda: False
     compute_dtype = keras.mixed_precision.global_policy().compute_dtype
@@ -173,8 +177,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--onednn", nargs="+", default=["cli"], choices=("cli", "tensorflow", "on", "off"),
                    help="TF_ENABLE_ONEDNN_OPTS for this project's settings (cli: as train.py)")
     p.add_argument("--filter-gradients", nargs="+", default=["auto"],
-                   choices=("auto", "tensorflow"),
-                   help="convolution filter gradients: the package's choice or TensorFlow's own")
+                   choices=("auto", "tensorflow", "matmul"),
+                   help="convolution filter gradients: the package's choice, TensorFlow's own, or "
+                        "the package's matrix products whatever the CPU")
     p.add_argument("--mmap-threshold", nargs="+", default=["auto"], choices=("auto", "glibc"),
                    help="host allocator: as train.py (glibc's mmap threshold fixed at 4 MiB) or "
                         "glibc's own dynamic threshold")

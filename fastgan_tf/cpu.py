@@ -1,4 +1,5 @@
-"""What this machine's CPU offers: its model, its cores, and the flags that make bfloat16 fast.
+"""What this machine's CPU offers: its model, its cores, and the flags that decide which kernels
+are fast (bfloat16: AMX, AVX512_BF16; oneDNN's filter gradients: AVX-512).
 
 Read from /proc/cpuinfo (Linux, WSL2). Elsewhere (native Windows, macOS) nothing is read and
 callers treat the CPU as one without bfloat16 arithmetic: float32, the safe choice.
@@ -38,6 +39,12 @@ def bfloat16_flags() -> list[str] | None:
     """The flags of BF16_FLAGS this CPU has; None where /proc/cpuinfo is not read."""
     info = cpu_info()
     return None if info is None else [f for f in BF16_FLAGS if f in info["flags"]]
+
+
+def has_avx512() -> bool:
+    """Whether the CPU has AVX-512 (oneDNN's avx512_core kernels); False where it is not read."""
+    info = cpu_info()
+    return info is not None and "avx512f" in info["flags"]
 
 
 def has_amx() -> bool:

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from fastgan_tf import cpu
 from fastgan_tf.models import conv_grads
 from fastgan_tf.models import layers as L
 
@@ -46,8 +47,9 @@ def test_conv_transpose_stride2_matches_tensorflow(rng, shape):
     _assert_close(traced(x, kernel, dy), want)
 
 
-def test_used_only_in_float32_with_onednn_no_gpu_and_large_outputs(monkeypatch):
+def test_used_only_in_float32_with_onednn_no_gpu_no_avx512_and_large_outputs(monkeypatch):
     big = 128 * 128
+    monkeypatch.setattr(cpu, "has_avx512", lambda: False)
     monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "1")
     assert conv_grads.matmul_filter_gradients("float32", big)
     assert not conv_grads.matmul_filter_gradients("float32", 64 * 128)
@@ -59,8 +61,21 @@ def test_used_only_in_float32_with_onednn_no_gpu_and_large_outputs(monkeypatch):
     monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS")
     assert not conv_grads.matmul_filter_gradients("float32", big)
     monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "1")
+    monkeypatch.setattr(cpu, "has_avx512", lambda: True)  # oneDNN's own was faster there
+    assert not conv_grads.matmul_filter_gradients("float32", big)
+    monkeypatch.setattr(cpu, "has_avx512", lambda: False)
     monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind=None: ["/GPU:0"])
     assert not conv_grads.matmul_filter_gradients("float32", big)
+
+
+@pytest.mark.parametrize("flags, avx512", [("fpu avx2 fma", False),
+                                           ("fpu avx2 avx512f avx512_bf16 amx_bf16", True)])
+def test_avx512_is_read_from_proc_cpuinfo(tmp_path, monkeypatch, flags, avx512):
+    (tmp_path / "cpuinfo").write_text(f"processor\t: 0\nflags\t\t: {flags}\n", encoding="utf-8")
+    monkeypatch.setattr(cpu, "CPUINFO", tmp_path / "cpuinfo")
+    assert cpu.has_avx512() is avx512
+    monkeypatch.setattr(cpu, "CPUINFO", tmp_path / "missing")
+    assert cpu.has_avx512() is False  # unknown: the matmul form, as before the flag was read
 
 
 @pytest.mark.parametrize("make, side, pixels", [(lambda: L.SNConv2D(4, 3, padding=1), 32, 32 * 32),
@@ -80,6 +95,7 @@ def test_layers_give_the_same_values_and_gradients_either_way(rng, monkeypatch, 
     u = layer.u.numpy()
     results = []
     monkeypatch.setattr(conv_grads, "MIN_OUTPUT_PIXELS", 1)  # this small input too
+    monkeypatch.setattr(cpu, "has_avx512", lambda: False)  # on every CPU
     for onednn in ("0", "1"):
         monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", onednn)  # read when the layer is called
         layer.u.assign(u)

@@ -9,13 +9,17 @@ batch and both spatial axes as its inner dimension; written that way it runs at 
 
 Forward passes and input gradients stay TensorFlow's own ops; only the filter gradient changes,
 to the same sums in another order (float32 rounding; tests/test_conv_grads.py). Used where it was
-measured faster: on CPUs with oneDNN on, in float32, for outputs of at least 128 x 128 pixels
-(`matmul_filter_gradients`).
+measured faster: on CPUs without AVX-512 with oneDNN on, in float32, for outputs of at least
+128 x 128 pixels (`matmul_filter_gradients`). On an Intel Xeon with AVX-512 (and AMX) oneDNN's
+own filter gradients were the faster ones: with the matmul form a 256 px step took 1.11x as
+long at ngf 64 and at ngf 16 (benchmarks/README.md).
 """
 
 import os
 
 import tensorflow as tf
+
+from fastgan_tf import cpu
 
 
 # Below this many output pixels oneDNN's filter gradient is not the slow part: a 64 px, ngf 16
@@ -24,16 +28,19 @@ MIN_OUTPUT_PIXELS = 128 * 128
 
 
 def matmul_filter_gradients(dtype, output_pixels) -> bool:
-    """Whether to use this module's convolutions: float32, oneDNN on, no GPU visible, outputs of
-    at least MIN_OUTPUT_PIXELS (height x width; None, unknown, counts as small).
+    """Whether to use this module's convolutions: float32, oneDNN on, no GPU visible, a CPU
+    without AVX-512, outputs of at least MIN_OUTPUT_PIXELS (height x width; None, unknown, counts
+    as small).
 
     With oneDNN off (TensorFlow's Eigen kernels, e.g. under --deterministic) its filter gradient
-    of a plain 3x3 conv is faster than the matmul form; on GPUs cuDNN's is untouched.
+    of a plain 3x3 conv is faster than the matmul form; with AVX-512 oneDNN's own is; on GPUs
+    cuDNN's is untouched. Where the CPU's flags are not read (native Windows) the form is used.
     """
     return (tf.as_dtype(dtype) == tf.float32
             and (output_pixels or 0) >= MIN_OUTPUT_PIXELS
             and os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "1"
-            and not tf.config.list_logical_devices("GPU"))
+            and not tf.config.list_logical_devices("GPU")
+            and not cpu.has_avx512())
 
 
 def _serially(tensors_fn, count):
