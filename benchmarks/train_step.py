@@ -24,8 +24,9 @@ train.py does (on, on x86-64), `tensorflow` leaves TensorFlow's own choice, whic
 CPU (off on an AMD EPYC, on on recent Intel Xeons). `--filter-gradients auto tensorflow matmul`
 times the convolutions' filter gradients as the package chooses them (`models/conv_grads.py`:
 matrix products on CPUs with oneDNN on and without AVX-512) against TensorFlow's own and against
-the matrix products wherever the package would use them but for the CPU's AVX-512; `--mmap-threshold auto glibc` the host
-allocator as train.py sets it (`training/host_memory.py`) against glibc's defaults.
+the matrix products wherever the package would use them but for the CPU's AVX-512;
+`--mmap-threshold auto glibc` the host allocator as train.py sets it (`training/host_memory.py`)
+against glibc's defaults.
 
 `--tensor-memory` adds the peak bytes held by TensorFlow's allocator (switching the CPU allocator
 to BFC, which is slower: its timings are not comparable). LPIPS runs with random VGG16 weights

@@ -46,7 +46,3 @@ def has_avx512() -> bool:
     info = cpu_info()
     return info is not None and "avx512f" in info["flags"]
 
-
-def has_amx() -> bool:
-    """Whether the CPU has AMX's bfloat16 tile multiplier (Intel Xeon, Sapphire Rapids on)."""
-    return "amx_bf16" in (bfloat16_flags() or [])

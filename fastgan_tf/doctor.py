@@ -21,7 +21,6 @@ import platform
 import shutil
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -444,6 +443,7 @@ def _weights_line(w: dict) -> str:
 def _speed_line(rows: list[dict] | None) -> str:
     if rows is None:
         return "not measured (add --speed: a few training steps at 64 and 256 px)"
-    return "; ".join(f"{r['resolution']}px ngf {r['ngf']} {PRECISION_NAMES[r['mixed_precision']]}: " + (
+    names = PRECISION_NAMES
+    return "; ".join(f"{r['resolution']}px ngf {r['ngf']} {names[r['mixed_precision']]}: " + (
         f"{r['seconds_per_step']} s/step, {r['images_per_second']} img/s" if "error" not in r
         else f"failed ({r['error']})") for r in rows)
