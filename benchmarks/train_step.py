@@ -25,6 +25,8 @@ CPU (off on an AMD EPYC, on on recent Intel Xeons). `--filter-gradients auto ten
 times the convolutions' filter gradients as the package chooses them (`models/conv_grads.py`:
 matrix products on CPUs with oneDNN on and without AVX-512) against TensorFlow's own and against
 the matrix products wherever the package would use them but for the CPU's AVX-512;
+`--batch-norm auto exact` BatchNorm as the package chooses it (`models/layers.py`: TensorFlow's
+fused op in bfloat16 on a CPU) against its exact float32 path everywhere;
 `--mmap-threshold auto glibc` the host allocator as train.py sets it (`training/host_memory.py`)
 against glibc's defaults.
 
@@ -50,7 +52,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from machine import machine, peak_rss_mib  # noqa: E402
 
 GRID = ("resolution", "batch_size", "recon_loss", "mixed_precision", "xla", "accumulate",
-        "onednn", "filter_gradients", "mmap_threshold")
+        "onednn", "filter_gradients", "batch_norm", "mmap_threshold")
 SAME_WORK = ("resolution", "batch_size", "recon_loss")  # what the reference is matched on
 
 
@@ -93,6 +95,8 @@ def measure(args: argparse.Namespace) -> dict:
         model_layers.matmul_filter_gradients = lambda dtype, output_pixels: False
     if args.filter_gradients == "matmul":  # as on a CPU without AVX-512
         cpu.has_avx512 = lambda: False
+    if args.batch_norm == "exact":  # BatchNorm asks this when it is traced
+        model_layers.fused_batch_norm = lambda dtype, rank, replicas=1: False
     if args.mmap_threshold == "glibc":  # FastGAN asks this when it is built
         fastgan_module.map_large_blocks = lambda: False
     compute_dtype = keras.mixed_precision.global_policy().compute_dtype
@@ -118,6 +122,7 @@ def measure(args: argparse.Namespace) -> dict:
         "xla": cfg.xla, "accumulate": cfg.accumulate, "intra_op_threads": args.threads or None,
         "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "tensorflow's default"),
         "filter_gradients": "matmul" if matmul else "tensorflow",
+        "batch_norm": "fused" if model_layers.fused_batch_norm(compute_dtype, 4) else "exact",
         "mmap_threshold": args.mmap_threshold,
         "code": "fastgan-tf",
         "iterations": args.iterations, "first_step_s": round(first, 2),
@@ -181,6 +186,9 @@ def parser() -> argparse.ArgumentParser:
                    choices=("auto", "tensorflow", "matmul"),
                    help="convolution filter gradients: the package's choice, TensorFlow's own, or "
                         "the package's matrix products whatever the CPU")
+    p.add_argument("--batch-norm", nargs="+", default=["auto"], choices=("auto", "exact"),
+                   help="BatchNorm as the package chooses it (TensorFlow's fused op in bfloat16 "
+                        "on a CPU) or its exact float32 path everywhere")
     p.add_argument("--mmap-threshold", nargs="+", default=["auto"], choices=("auto", "glibc"),
                    help="host allocator: as train.py (glibc's mmap threshold fixed at 4 MiB) or "
                         "glibc's own dynamic threshold")
