@@ -383,6 +383,78 @@ def test_batchnorm_float16_input_computes_in_float32(rng):
                                0.9 + 0.1 * exact.var(axis=(0, 1, 2), ddof=1), rtol=1e-6)
 
 
+def test_fused_batch_norm_only_in_bfloat16_on_one_cpu_replica_without_op_determinism(monkeypatch):
+    assert L.fused_batch_norm(tf.bfloat16, 4) and L.fused_batch_norm("bfloat16", 4, replicas=1)
+    assert not L.fused_batch_norm("float32", 4)
+    assert not L.fused_batch_norm("float16", 4)
+    assert not L.fused_batch_norm("bfloat16", 2)
+    assert not L.fused_batch_norm("bfloat16", 4, replicas=2)
+    with monkeypatch.context() as m:
+        m.setattr(L, "op_determinism", lambda: True)
+        assert not L.fused_batch_norm("bfloat16", 4)
+    with monkeypatch.context() as m:
+        m.setattr(tf.config, "list_logical_devices",
+                  lambda kind=None: ["/device:GPU:0"] if kind == "GPU" else [])
+        assert not L.fused_batch_norm("bfloat16", 4)
+
+
+def test_op_determinism_reads_tensorflows_state():
+    assert not L.op_determinism()
+    tf.config.experimental.enable_op_determinism()
+    try:
+        assert L.op_determinism()
+    finally:
+        from tensorflow.python.framework import config as tf_config
+        tf_config.disable_op_determinism()
+    assert not L.op_determinism()
+
+
+def test_batchnorm_in_bfloat16_is_the_fused_op_with_the_float32_paths_semantics(rng):
+    """Outputs, the three gradients and torch's running statistics of the bfloat16 values, to
+    bfloat16's rounding (the statistics to float32's)."""
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    x = tf.cast((3 + 2 * rng.normal(size=(4, 6, 6, 5))).astype(np.float32), tf.bfloat16)
+    exact = tf.cast(x, tf.float64).numpy()
+    bn = L.BatchNorm()
+    bn.build(x.shape)
+    gamma = rng.normal(1, 0.3, size=5)
+    bn.gamma.assign(gamma.astype(np.float32))
+    bn.beta.assign(rng.normal(0, 0.3, size=5).astype(np.float32))
+    # bfloat16 values: the gradient reaching the layer (cast to bfloat16) is exactly this
+    upstream = tf.cast(tf.cast(rng.normal(size=x.shape), tf.bfloat16), tf.float64).numpy()
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = bn(x, training=True)
+        loss = tf.reduce_sum(tf.cast(y, tf.float32) * upstream.astype(np.float32))
+    dx, dgamma, dbeta = tape.gradient(loss, [x, bn.gamma, bn.beta])
+
+    assert y.dtype == dx.dtype == tf.bfloat16 and dgamma.dtype == tf.float32
+    np.testing.assert_allclose(tf.cast(y, tf.float32).numpy(), np_bn(exact, gamma, bn.beta.numpy()),
+                               atol=3e-2)
+    expected_dx = np_bn_input_gradient(exact, gamma, lambda _: upstream)
+    assert np.linalg.norm(tf.cast(dx, tf.float64).numpy() - expected_dx) <= (
+        1e-2 * np.linalg.norm(expected_dx))
+    normalized = np_bn(exact, 1.0, 0.0)
+    np.testing.assert_allclose(dgamma.numpy(), (upstream * normalized).sum(axis=(0, 1, 2)),
+                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dbeta.numpy(), upstream.sum(axis=(0, 1, 2)), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(bn.moving_mean.numpy(), 0.1 * exact.mean(axis=(0, 1, 2)), rtol=1e-5)
+    np.testing.assert_allclose(bn.moving_variance.numpy(),
+                               0.9 + 0.1 * exact.var(axis=(0, 1, 2), ddof=1), rtol=1e-5)
+
+    graph = tf.function(lambda v: bn(v)).get_concrete_function(
+        tf.TensorSpec(x.shape, tf.bfloat16)).graph
+    assert "FusedBatchNormV3" in {op.type for op in graph.get_operations()}
+
+
+def test_batchnorm_in_bfloat16_keeps_a_single_values_variance_at_zero():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    bn = L.BatchNorm()
+    bn(tf.ones((1, 1, 1, 3), tf.bfloat16), training=True)
+    np.testing.assert_allclose(bn.moving_mean.numpy(), 0.1)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), 0.9)
+
+
 SYNC_BN = textwrap.dedent("""
     import json, sys
     import numpy as np

@@ -18,6 +18,7 @@ Padding follows PyTorch's explicit zero padding (``padding=p`` pads p pixels on 
 TF's ``"same"`` does not reproduce for stride 2 with odd inputs.
 """
 
+import os
 import random
 
 import numpy as np
@@ -323,6 +324,16 @@ def batch_moments(x, synchronized=False):
     return tf.cast(mean, x.dtype), tf.cast(squares / count, x.dtype), count
 
 
+def op_determinism() -> bool:
+    """Whether ``tf.config.experimental.enable_op_determinism`` is in force (TensorFlow has no
+    public getter; without its private one, ``TF_DETERMINISTIC_OPS`` decides)."""
+    try:
+        from tensorflow.python.framework import config as tf_config
+        return bool(tf_config.is_op_determinism_enabled())
+    except (ImportError, AttributeError):
+        return os.environ.get("TF_DETERMINISTIC_OPS", "").lower() in ("1", "true")
+
+
 def fused_batch_norm(dtype, rank, replicas=1) -> bool:
     """Whether BatchNorm runs as TensorFlow's fused op: bfloat16 NHWC inputs on a CPU (no GPU
     visible), statistics of one replica, op determinism off.
@@ -334,7 +345,7 @@ def fused_batch_norm(dtype, rank, replicas=1) -> bool:
     replicas, deterministic); on GPUs the fused op's bfloat16 kernels have never run here.
     """
     return (tf.as_dtype(dtype) == tf.bfloat16 and rank == 4 and replicas == 1
-            and not tf.config.experimental.is_op_determinism_enabled()
+            and not op_determinism()
             and not tf.config.list_logical_devices("GPU"))
 
 
