@@ -96,12 +96,13 @@ def measure(args: argparse.Namespace) -> dict:
     if args.filter_gradients == "matmul":  # as on a CPU without AVX-512
         cpu.has_avx512 = lambda: False
     if args.batch_norm == "exact":  # BatchNorm asks this when it is traced
-        model_layers.fused_batch_norm = lambda dtype, rank, replicas=1: False
+        model_layers.fused_batch_norm = lambda dtype, shape, replicas=1: False
     if args.mmap_threshold == "glibc":  # FastGAN asks this when it is built
         fastgan_module.map_large_blocks = lambda: False
     compute_dtype = keras.mixed_precision.global_policy().compute_dtype
     # G's last up-conv has the largest output: whether any layer takes the matmul form
     matmul = model_layers.matmul_filter_gradients(compute_dtype, args.resolution ** 2)
+    fused = model_layers.fused_batch_norm(compute_dtype, (1, 1, 1, 16))  # wherever C allows
     gan = FastGAN(cfg, reconstruction_loss(cfg.recon_loss, vgg_weights=None),
                   mixed=loss_scaling(mode))
     real = tf.constant(np.random.default_rng(0).uniform(
@@ -122,7 +123,7 @@ def measure(args: argparse.Namespace) -> dict:
         "xla": cfg.xla, "accumulate": cfg.accumulate, "intra_op_threads": args.threads or None,
         "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "tensorflow's default"),
         "filter_gradients": "matmul" if matmul else "tensorflow",
-        "batch_norm": "fused" if model_layers.fused_batch_norm(compute_dtype, 4) else "exact",
+        "batch_norm": "fused" if fused else "exact",
         "mmap_threshold": args.mmap_threshold,
         "code": "fastgan-tf",
         "iterations": args.iterations, "first_step_s": round(first, 2),

@@ -384,18 +384,22 @@ def test_batchnorm_float16_input_computes_in_float32(rng):
 
 
 def test_fused_batch_norm_only_in_bfloat16_on_one_cpu_replica_without_op_determinism(monkeypatch):
-    assert L.fused_batch_norm(tf.bfloat16, 4) and L.fused_batch_norm("bfloat16", 4, replicas=1)
-    assert not L.fused_batch_norm("float32", 4)
-    assert not L.fused_batch_norm("float16", 4)
-    assert not L.fused_batch_norm("bfloat16", 2)
-    assert not L.fused_batch_norm("bfloat16", 4, replicas=2)
+    nhwc = (8, 32, 32, 48)
+    assert L.fused_batch_norm(tf.bfloat16, nhwc) and L.fused_batch_norm("bfloat16", nhwc, replicas=1)
+    assert L.fused_batch_norm("bfloat16", (None, None, None, 16))
+    assert not L.fused_batch_norm("float32", nhwc)
+    assert not L.fused_batch_norm("float16", nhwc)
+    assert not L.fused_batch_norm("bfloat16", (8, 48))
+    assert not L.fused_batch_norm("bfloat16", nhwc, replicas=2)
+    for channels in (4, 8, 24, 40, None):  # the fused op was slower (or unknown)
+        assert not L.fused_batch_norm("bfloat16", (8, 32, 32, channels))
     with monkeypatch.context() as m:
         m.setattr(L, "op_determinism", lambda: True)
-        assert not L.fused_batch_norm("bfloat16", 4)
+        assert not L.fused_batch_norm("bfloat16", nhwc)
     with monkeypatch.context() as m:
         m.setattr(tf.config, "list_logical_devices",
                   lambda kind=None: ["/device:GPU:0"] if kind == "GPU" else [])
-        assert not L.fused_batch_norm("bfloat16", 4)
+        assert not L.fused_batch_norm("bfloat16", nhwc)
 
 
 def test_op_determinism_reads_tensorflows_state():
@@ -413,13 +417,13 @@ def test_batchnorm_in_bfloat16_is_the_fused_op_with_the_float32_paths_semantics(
     """Outputs, the three gradients and torch's running statistics of the bfloat16 values, to
     bfloat16's rounding (the statistics to float32's)."""
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    x = tf.cast((3 + 2 * rng.normal(size=(4, 6, 6, 5))).astype(np.float32), tf.bfloat16)
+    x = tf.cast((3 + 2 * rng.normal(size=(4, 6, 6, 16))).astype(np.float32), tf.bfloat16)
     exact = tf.cast(x, tf.float64).numpy()
     bn = L.BatchNorm()
     bn.build(x.shape)
-    gamma = rng.normal(1, 0.3, size=5)
+    gamma = rng.normal(1, 0.3, size=16)
     bn.gamma.assign(gamma.astype(np.float32))
-    bn.beta.assign(rng.normal(0, 0.3, size=5).astype(np.float32))
+    bn.beta.assign(rng.normal(0, 0.3, size=16).astype(np.float32))
     # bfloat16 values: the gradient reaching the layer (cast to bfloat16) is exactly this
     upstream = tf.cast(tf.cast(rng.normal(size=x.shape), tf.bfloat16), tf.float64).numpy()
     with tf.GradientTape() as tape:
@@ -450,7 +454,7 @@ def test_batchnorm_in_bfloat16_is_the_fused_op_with_the_float32_paths_semantics(
 def test_batchnorm_in_bfloat16_keeps_a_single_values_variance_at_zero():
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     bn = L.BatchNorm()
-    bn(tf.ones((1, 1, 1, 3), tf.bfloat16), training=True)
+    bn(tf.ones((1, 1, 1, 16), tf.bfloat16), training=True)
     np.testing.assert_allclose(bn.moving_mean.numpy(), 0.1)
     np.testing.assert_allclose(bn.moving_variance.numpy(), 0.9)
 

@@ -334,9 +334,16 @@ def op_determinism() -> bool:
         return os.environ.get("TF_DETERMINISTIC_OPS", "").lower() in ("1", "true")
 
 
-def fused_batch_norm(dtype, rank, replicas=1) -> bool:
-    """Whether BatchNorm runs as TensorFlow's fused op: bfloat16 NHWC inputs on a CPU (no GPU
-    visible), statistics of one replica, op determinism off.
+# The fused op's bfloat16 kernel computes 16 channels at a time: with a multiple of 16 it was
+# 2.5-3x faster than the float32 path, with 4-40 channels otherwise 2-11x slower (8 x 128 x 128
+# inputs, forward and backward; an Intel Xeon with AMX).
+FUSED_CHANNEL_MULTIPLE = 16
+
+
+def fused_batch_norm(dtype, shape, replicas=1) -> bool:
+    """Whether BatchNorm runs as TensorFlow's fused op: bfloat16 NHWC inputs whose channels are
+    a multiple of FUSED_CHANNEL_MULTIPLE, on a CPU (no GPU visible), statistics of one replica,
+    op determinism off.
 
     There the exact float32 path's casts and reductions were most of a bfloat16 step's
     elementwise time, and the fused op's statistics (float32 accumulations of the bfloat16
@@ -344,8 +351,9 @@ def fused_batch_norm(dtype, rank, replicas=1) -> bool:
     else BatchNorm keeps ``batch_moments`` (float32 to within rounding, synchronized across
     replicas, deterministic); on GPUs the fused op's bfloat16 kernels have never run here.
     """
-    return (tf.as_dtype(dtype) == tf.bfloat16 and rank == 4 and replicas == 1
-            and not op_determinism()
+    return (tf.as_dtype(dtype) == tf.bfloat16 and len(shape) == 4
+            and shape[-1] is not None and shape[-1] % FUSED_CHANNEL_MULTIPLE == 0
+            and replicas == 1 and not op_determinism()
             and not tf.config.list_logical_devices("GPU"))
 
 
@@ -371,7 +379,7 @@ class BatchNorm(keras.layers.BatchNormalization):
         )
 
     def call(self, inputs, training=False):
-        if fused_batch_norm(self.compute_dtype, inputs.shape.rank, self._replicas()):
+        if fused_batch_norm(self.compute_dtype, inputs.shape, self._replicas()):
             return self._fused_call(inputs, training)
         x = tf.cast(inputs, "float32")
         mean, variance, count = batch_moments(x, synchronized=self.synchronized)
@@ -390,8 +398,7 @@ class BatchNorm(keras.layers.BatchNormalization):
 
     def _fused_call(self, inputs, training):
         """TensorFlow's fused op in the compute dtype: statistics accumulated in float32, the
-        variance it returns already unbiased (a single value keeps 0), 2.5x faster than the
-        float32 path in bfloat16 (benchmarks/README.md)."""
+        variance it returns already unbiased (a single value keeps 0)."""
         empty = tf.zeros((0,), "float32")
         y, mean, unbiased, *_ = tf.raw_ops.FusedBatchNormV3(
             x=tf.cast(inputs, self.compute_dtype), scale=self.gamma, offset=self.beta,
