@@ -7,6 +7,7 @@ callers treat the CPU as one without bfloat16 arithmetic: float32, the safe choi
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
@@ -20,8 +21,16 @@ def cpu_info() -> dict | None:
     """Model, physical cores and flags of /proc/cpuinfo (Linux, WSL); None where it is not read."""
     if oscompat.on_windows() or not sys.platform.startswith("linux"):
         return None
+    info = _parse_cpuinfo(str(CPUINFO))
+    return None if info is None else dict(info, flags=list(info["flags"]))  # callers' own copy
+
+
+@functools.lru_cache(maxsize=4)
+def _parse_cpuinfo(path: str) -> dict | None:
+    """Read once per process and path: the layers ask at every trace, and on a many-core server
+    the file has a block per logical CPU."""
     try:
-        text = CPUINFO.read_text(encoding="utf-8", errors="replace")
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
     except OSError:
         return None
     fields: dict[str, str] = {}

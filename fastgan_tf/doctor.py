@@ -185,7 +185,7 @@ def fast_precisions(gpus: list[dict]) -> dict:
                 "why": "CPU without AMX or AVX512_BF16; float16 is slower than float32 on CPUs"}
     found = ", ".join(f.upper() for f in flags)
     auto = auto_precision([], cpu_bfloat16=cpu_bfloat16_pays())
-    why = (f"CPU with {found}: bfloat16 took 0.68-0.9x float32's step time on such CPUs, "
+    why = (f"CPU with {found}: bfloat16 took 0.5-0.8x float32's step time on such CPUs, "
            "--speed measures it here" if auto == "bf16" else
            f"CPU with {found}, but TensorFlow's oneDNN kernels are off (TF_ENABLE_ONEDNN_OPTS=0): "
            "bfloat16 is slow without them")

@@ -1,6 +1,8 @@
 """The matmul filter gradients (fastgan_tf/models/conv_grads.py) against TensorFlow's own
 convolution gradients, and where the layers use them."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -76,6 +78,20 @@ def test_avx512_is_read_from_proc_cpuinfo(tmp_path, monkeypatch, flags, avx512):
     assert cpu.has_avx512() is avx512
     monkeypatch.setattr(cpu, "CPUINFO", tmp_path / "missing")
     assert cpu.has_avx512() is False  # unknown: the matmul form, as before the flag was read
+
+
+def test_proc_cpuinfo_is_read_once_per_process(tmp_path, monkeypatch):
+    """Every convolution asks when a step is traced; the file is read the first time only."""
+    path = tmp_path / "cpuinfo"
+    path.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f\n", encoding="utf-8")
+    monkeypatch.setattr(cpu, "CPUINFO", path)
+    reads, read_text = [], Path.read_text
+    monkeypatch.setattr(Path, "read_text",
+                        lambda self, *a, **k: reads.append(self) or read_text(self, *a, **k))
+    assert all(cpu.has_avx512() for _ in range(3))
+    cpu.cpu_info()["flags"].clear()  # the caller's own copy
+    assert cpu.has_avx512() and cpu.bfloat16_flags() == []
+    assert reads == [path]
 
 
 @pytest.mark.parametrize("make, side, pixels", [(lambda: L.SNConv2D(4, 3, padding=1), 32, 32 * 32),

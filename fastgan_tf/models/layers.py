@@ -334,9 +334,9 @@ def op_determinism() -> bool:
         return os.environ.get("TF_DETERMINISTIC_OPS", "").lower() in ("1", "true")
 
 
-# The fused op's bfloat16 kernel computes 16 channels at a time: with a multiple of 16 it was
-# 2.5-3x faster than the float32 path, with 4-40 channels otherwise 2-11x slower (8 x 128 x 128
-# inputs, forward and backward; an Intel Xeon with AMX).
+# The fused op's bfloat16 kernel computes 16 channels at a time: with a multiple of 16 it took
+# 0.38-0.42x the float32 path's time, with 4 to 40 channels otherwise 2.6-12x longer (8 x 128 x
+# 128 inputs, forward and backward; an Intel Xeon with AMX; benchmarks/README.md).
 FUSED_CHANNEL_MULTIPLE = 16
 
 

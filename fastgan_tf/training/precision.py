@@ -10,14 +10,16 @@
   scale to manage), float16 on 7.x (tensor cores without bfloat16), float32 on older GPUs. On a
   CPU, bfloat16 where the CPU computes it natively (AMX or AVX512_BF16) through TensorFlow's
   oneDNN kernels and `--deterministic` is off, float32 otherwise. Measured, each against float32
-  in one invocation (benchmarks/README.md): 0.68x float32's step time (l1) and 0.78x (LPIPS) at
-  256 px on an Intel Xeon with AMX; 0.79x at 64 px and 0.76x at 256 px on an AMD EPYC with
-  AVX512_BF16; it trained as well in a short check on both. Without native bfloat16 (AVX2 only)
+  in one invocation (benchmarks/README.md): on an Intel Xeon with AMX 0.53x float32's step time
+  at 256 px (l1), 0.69x with LPIPS, 0.64x at ngf 16 and 0.62x at 64 px (with BatchNorm's fused
+  op, layers.py); 0.79x at 64 px and 0.76x at 256 px on an AMD EPYC with AVX512_BF16 (before
+  it); it trained as well in a short check on both. Without native bfloat16 (AVX2 only)
   it was 5.8x *slower*, and with op determinism about 10x slower: float32 there. float16 is
   several times slower than float32 on CPUs, so `auto` never picks it on one.
 
 In every mode, spectral norm's power iteration, BatchNorm's statistics, the losses, the EMA and
-the FID features are computed in float32 (the layers cast them).
+the FID features are computed in float32 (the layers cast them; in bfloat16 on a CPU, BatchNorm's
+fused op accumulates its statistics in float32).
 """
 
 from __future__ import annotations
