@@ -1,7 +1,7 @@
 """The benchmark scripts: how train_step.py pairs this project's settings with the reference's
 and takes its ratios (within a round, never across rounds), and that profile_step.py still runs
 against the package it profiles (a renamed method once broke it unnoticed), and counts FLOPs as
-they are counted by hand."""
+they are counted by hand; that batch_norm.py times the two BatchNorm paths it names."""
 
 import json
 import subprocess
@@ -13,6 +13,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+import batch_norm  # noqa: E402
 import profile_step  # noqa: E402
 import step_memory  # noqa: E402
 import train_step  # noqa: E402
@@ -101,6 +102,28 @@ def test_lpips_flops_are_vgg16_on_three_predictions_and_two_targets():
     assert got == pytest.approx(per_image * (3 * batch * 2 + 2 * batch))
 
 
+def test_batch_norm_benchmark_forces_each_path_and_restores_the_packages_choice():
+    import keras
+    import tensorflow as tf
+
+    from fastgan_tf.models import layers
+
+    chosen = layers.fused_batch_norm
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    x = tf.cast(tf.random.stateless_normal((2, 4, 4, 8), seed=[0, 1]), tf.bfloat16)
+    steps = {"exact": batch_norm.traced_step(layers, x, False),
+             "fused": batch_norm.traced_step(layers, x, True)}
+    assert layers.fused_batch_norm is chosen
+
+    def op_types(step):
+        return {op.type for op in step.graph.get_operations()}
+
+    assert "FusedBatchNormV3" in op_types(steps["fused"])
+    assert "FusedBatchNormV3" not in op_types(steps["exact"])
+    ms = batch_norm.median_ms(steps, repeats=1)
+    assert set(ms) == {"exact", "fused"} and all(v > 0 for v in ms.values())
+
+
 @pytest.mark.slow
 def test_profile_step_runs_and_its_parts_add_up():
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "profile_step.py"),
@@ -131,6 +154,7 @@ def test_train_step_runs_one_setting_and_names_its_filter_gradients_and_allocato
     # 64 px is below conv_grads.MIN_OUTPUT_PIXELS: TensorFlow's filter gradients either way
     assert [r["filter_gradients"] for r in results] == ["tensorflow", "tensorflow"]
     assert all(r["median_s_per_iter"] > 0 and r["mmap_threshold"] == "glibc" for r in results)
+    assert all(r["batch_norm"] == "exact" for r in results)  # float32: the exact statistics
 
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's /proc")

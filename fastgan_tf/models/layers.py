@@ -335,8 +335,8 @@ def op_determinism() -> bool:
 
 
 # The fused op's bfloat16 kernel computes 16 channels at a time: with a multiple of 16 it took
-# 0.38-0.42x the float32 path's time, with 4 to 40 channels otherwise 2.6-12x longer (8 x 128 x
-# 128 inputs, forward and backward; an Intel Xeon with AMX; benchmarks/README.md).
+# 0.35-0.46x the exact path's time, with 4 to 40 channels otherwise 2.8-10x longer (8 x 128 x
+# 128 inputs, forward and backward; an Intel Xeon with AMX; benchmarks/batch_norm.py).
 FUSED_CHANNEL_MULTIPLE = 16
 
 
