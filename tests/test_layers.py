@@ -384,6 +384,7 @@ def test_batchnorm_float16_input_computes_in_float32(rng):
 
 
 def test_fused_batch_norm_only_in_bfloat16_on_one_cpu_replica_without_op_determinism(monkeypatch):
+    monkeypatch.setattr(L, "op_determinism", lambda: False)  # whatever an earlier test left
     nhwc = (8, 32, 32, 48)
     assert L.fused_batch_norm(tf.bfloat16, nhwc) and L.fused_batch_norm("bfloat16", nhwc, replicas=1)
     assert L.fused_batch_norm("bfloat16", (None, None, None, 16))
@@ -403,19 +404,23 @@ def test_fused_batch_norm_only_in_bfloat16_on_one_cpu_replica_without_op_determi
 
 
 def test_op_determinism_reads_tensorflows_state():
-    assert not L.op_determinism()
-    tf.config.experimental.enable_op_determinism()
+    from tensorflow.python.framework import config as tf_config
+
+    before = tf_config.is_op_determinism_enabled()
     try:
+        tf_config.disable_op_determinism()
+        assert not L.op_determinism()
+        tf.config.experimental.enable_op_determinism()
         assert L.op_determinism()
     finally:
-        from tensorflow.python.framework import config as tf_config
-        tf_config.disable_op_determinism()
-    assert not L.op_determinism()
+        (tf.config.experimental.enable_op_determinism if before
+         else tf_config.disable_op_determinism)()
 
 
-def test_batchnorm_in_bfloat16_is_the_fused_op_with_the_float32_paths_semantics(rng):
+def test_batchnorm_in_bfloat16_is_the_fused_op_with_the_float32_paths_semantics(rng, monkeypatch):
     """Outputs, the three gradients and torch's running statistics of the bfloat16 values, to
     bfloat16's rounding (the statistics to float32's)."""
+    monkeypatch.setattr(L, "op_determinism", lambda: False)  # whatever an earlier test left
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     x = tf.cast((3 + 2 * rng.normal(size=(4, 6, 6, 16))).astype(np.float32), tf.bfloat16)
     exact = tf.cast(x, tf.float64).numpy()
@@ -451,7 +456,8 @@ def test_batchnorm_in_bfloat16_is_the_fused_op_with_the_float32_paths_semantics(
     assert "FusedBatchNormV3" in {op.type for op in graph.get_operations()}
 
 
-def test_batchnorm_in_bfloat16_keeps_a_single_values_variance_at_zero():
+def test_batchnorm_in_bfloat16_keeps_a_single_values_variance_at_zero(monkeypatch):
+    monkeypatch.setattr(L, "op_determinism", lambda: False)
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     bn = L.BatchNorm()
     bn(tf.ones((1, 1, 1, 16), tf.bfloat16), training=True)
