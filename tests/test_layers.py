@@ -391,6 +391,7 @@ def test_fused_batch_norm_only_in_bfloat16_on_one_cpu_replica_without_op_determi
     assert not L.fused_batch_norm("float32", nhwc)
     assert not L.fused_batch_norm("float16", nhwc)
     assert not L.fused_batch_norm("bfloat16", (8, 48))
+    assert not L.fused_batch_norm("bfloat16", tf.TensorShape(None))  # unknown rank
     assert not L.fused_batch_norm("bfloat16", nhwc, replicas=2)
     for channels in (4, 8, 24, 40, None):  # the fused op was slower (or unknown)
         assert not L.fused_batch_norm("bfloat16", (8, 32, 32, channels))

@@ -351,7 +351,8 @@ def fused_batch_norm(dtype, shape, replicas=1) -> bool:
     else BatchNorm keeps ``batch_moments`` (float32 to within rounding, synchronized across
     replicas, deterministic); on GPUs the fused op's bfloat16 kernels have never run here.
     """
-    return (tf.as_dtype(dtype) == tf.bfloat16 and len(shape) == 4
+    shape = tf.TensorShape(shape)
+    return (tf.as_dtype(dtype) == tf.bfloat16 and shape.rank == 4
             and shape[-1] is not None and shape[-1] % FUSED_CHANNEL_MULTIPLE == 0
             and replicas == 1 and not op_determinism()
             and not tf.config.list_logical_devices("GPU"))
