@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from machine import machine  # noqa: E402 (benchmarks/ on the path)
+from machine import configure_threads, machine  # noqa: E402 (benchmarks/ on the path)
 
 
 def traced_step(layers, x, fused: bool):
@@ -80,11 +80,8 @@ def main() -> None:
     import tensorflow as tf
 
     from fastgan_tf.models import layers
-    from fastgan_tf.training.distribute import configure_cpu_threads
 
-    configure_cpu_threads()
-    if args.threads:
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    configure_threads(args.threads)
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if args.dtype == "bfloat16"
                                             else "float32")
     results = []

@@ -19,6 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from machine import configure_threads  # noqa: E402 (benchmarks/ on the path)
+
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -34,12 +36,9 @@ def main() -> None:
 
     from fastgan_tf.config import TrainConfig
     from fastgan_tf.generation import iter_samples
-    from fastgan_tf.training.distribute import configure_cpu_threads
     from fastgan_tf.training.fastgan import build_generator
 
-    configure_cpu_threads()
-    if args.threads:
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    configure_threads(args.threads)
     cfg = TrainConfig(dataset="x", resolution=args.resolution, ngf=args.ngf)
     g = build_generator(cfg, name="generator_ema")
     n = args.batch_size

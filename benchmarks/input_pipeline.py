@@ -21,6 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from machine import configure_threads  # noqa: E402 (benchmarks/ on the path)
+
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -37,11 +39,8 @@ def main() -> None:
     import tensorflow as tf
 
     from fastgan_tf.data import make_epoch_dataset, steps_per_epoch
-    from fastgan_tf.training.distribute import configure_cpu_threads
 
-    configure_cpu_threads()
-    if args.threads:
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    configure_threads(args.threads)
     r = args.resolution
     images = np.random.default_rng(0).integers(0, 256, (args.images, r, r, 3), dtype=np.uint8)
     for batch in make_epoch_dataset(images, args.batch_size, seed=0, epoch=0).take(1):

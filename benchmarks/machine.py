@@ -17,6 +17,18 @@ CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile",
              "amx_int8")
 
 
+def configure_threads(threads: int) -> None:
+    """The trainer's CPU threading (one inter-op thread), then `threads` intra-op threads when
+    given (0: TensorFlow's default). Call it before TensorFlow's first op."""
+    import tensorflow as tf
+
+    from fastgan_tf.training.distribute import configure_cpu_threads
+
+    configure_cpu_threads()
+    if threads and tf.config.threading.get_intra_op_parallelism_threads() != threads:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)  # once per process
+
+
 def machine() -> dict:
     """CPU model, core counts, the flags that matter for speed, TensorFlow's version, the load."""
     import tensorflow as tf

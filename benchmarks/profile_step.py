@@ -25,6 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from machine import configure_threads  # noqa: E402 (benchmarks/ on the path)
+
 
 def median_seconds(fn, repeats: int) -> float:
     import numpy as np
@@ -135,14 +137,11 @@ def main() -> None:
 
     from fastgan_tf import losses
     from fastgan_tf.config import TrainConfig
-    from fastgan_tf.training.distribute import configure_cpu_threads
     from fastgan_tf.training.fastgan import FastGAN
     from fastgan_tf.training.precision import set_policy
 
-    configure_cpu_threads()
+    configure_threads(args.threads)
     set_policy(args.mixed_precision)  # before the models are built
-    if args.threads:
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     cfg = TrainConfig(dataset="x", resolution=args.resolution, batch_size=args.batch_size,
                       ngf=args.ngf, ndf=args.ndf, recon_loss=args.recon_loss)
     gan = FastGAN(cfg, losses.reconstruction_loss(cfg.recon_loss, vgg_weights=None))

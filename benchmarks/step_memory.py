@@ -18,7 +18,7 @@ import json
 import time
 from pathlib import Path
 
-from machine import machine  # also puts this checkout's fastgan_tf first on sys.path
+from machine import configure_threads, machine  # also puts this checkout's fastgan_tf first on sys.path
 
 GIB = 2**30
 
@@ -61,12 +61,9 @@ def main() -> None:
 
     from fastgan_tf.config import TrainConfig
     from fastgan_tf.losses import reconstruction_loss
-    from fastgan_tf.training.distribute import configure_cpu_threads
     from fastgan_tf.training.fastgan import FastGAN
 
-    configure_cpu_threads()
-    if args.threads:
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    configure_threads(args.threads)
     cfg = TrainConfig(dataset="random", resolution=args.resolution, batch_size=args.batch_size,
                       recon_loss=args.recon_loss, ngf=args.ngf, ndf=args.ndf,
                       accumulate=args.accumulate)

@@ -49,7 +49,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from machine import machine, peak_rss_mib  # noqa: E402
+from machine import configure_threads, machine, peak_rss_mib  # noqa: E402
 
 GRID = ("resolution", "batch_size", "recon_loss", "mixed_precision", "xla", "accumulate",
         "onednn", "filter_gradients", "batch_norm", "mmap_threshold")
@@ -76,15 +76,12 @@ def measure(args: argparse.Namespace) -> dict:
     from fastgan_tf.config import TrainConfig
     from fastgan_tf.losses import reconstruction_loss
     from fastgan_tf.models import layers as model_layers
-    from fastgan_tf.training.distribute import configure_cpu_threads
     from fastgan_tf.training import fastgan as fastgan_module
     from fastgan_tf.training.fastgan import FastGAN
     from fastgan_tf.training import registry
     from fastgan_tf.training.precision import loss_scaling, set_policy
 
-    configure_cpu_threads()
-    if args.threads and tf.config.threading.get_intra_op_parallelism_threads() != args.threads:
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)  # once per process
+    configure_threads(args.threads)
     mode = args.mixed_precision
     cfg = TrainConfig(dataset="random", resolution=args.resolution, batch_size=args.batch_size,
                       ngf=args.ngf, ndf=args.ndf, recon_loss=args.recon_loss,
