@@ -2,11 +2,14 @@
 
     python benchmarks/precision_quality.py --dataset demo --steps 300
     python benchmarks/precision_quality.py --dataset ../shared/datasets/twemoji-faces --steps 300
+    python benchmarks/precision_quality.py --precisions bf16 --recon-loss lpips \
+        --lpips-precisions float32 bf16 --vgg-weights PATH
 
-For each dataset, trains the same command (64 px, ngf = ndf = 16, l1, EMA 0.99) with each
-`--precisions` value at `--seed`, and float32 once more at `--seed + 1`: the float32 pair shows
-how much two equally good runs differ (bf16 follows a different trajectory from the first step, so
-"as well" means "within that spread", not "equal"). Not --deterministic: with op determinism on,
+For each dataset, trains the same command (64 px, ngf = ndf = 16, l1 unless `--recon-loss lpips`,
+EMA 0.99) with each `--precisions` value (and each `--lpips-precisions` value) at `--seed`, and
+the first of these settings once more at `--seed + 1`: that pair shows how much two equally good
+runs differ (another precision follows another trajectory from the first step, so "as well" means
+"within that spread", not "equal"). Not --deterministic: with op determinism on,
 TensorFlow's CPU bfloat16 kernels were ~20x slower here. Then the EMA generator of each run draws
 `--samples` images, scored against the training images with FID and KID on pixel features (16x16
 averages, fixed random projection to 64 dimensions): no download, and sensitive to colour, layout
@@ -35,13 +38,16 @@ from machine import machine  # noqa: E402
 PIXEL_SIDE, PROJECTED = 16, 64
 
 
-def train(dataset: str, precision: str, seed: int, steps: int, out: Path, name: str) -> float:
+def train(dataset: str, setting: tuple, seed: int, args, out: Path, name: str) -> float:
     """Train one run in its own process (precision is a global Keras policy); its seconds."""
+    precision, lpips_precision = setting
     cmd = [sys.executable, str(REPO / "train.py"), "--dataset", dataset, "--resolution", "64",
-           "--ngf", "16", "--ndf", "16", "--recon-loss", "l1", "--ema-decay", "0.99",
-           "--steps", str(steps), "--seed", str(seed),
-           "--mixed-precision", precision, "--fid-every", "0", "--sample-every", f"{steps}steps",
-           "--out", str(out), "--run-name", name]
+           "--ngf", "16", "--ndf", "16", "--recon-loss", args.recon_loss, "--ema-decay", "0.99",
+           "--steps", str(args.steps), "--seed", str(seed), "--mixed-precision", precision,
+           "--lpips-precision", lpips_precision, "--fid-every", "0",
+           "--sample-every", f"{args.steps}steps", "--out", str(out), "--run-name", name]
+    if args.vgg_weights:
+        cmd += ["--vgg-weights", str(args.vgg_weights)]
     start = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO,
                           env=dict(os.environ, PYTHONPATH=str(REPO)))
@@ -85,6 +91,10 @@ def main() -> None:
     p.add_argument("--dataset", nargs="+", default=["demo"])
     p.add_argument("--precisions", nargs="+", default=["off", "bf16"],
                    choices=("off", "on", "bf16"))
+    p.add_argument("--recon-loss", default="l1", choices=("l1", "lpips"))
+    p.add_argument("--lpips-precisions", nargs="+", default=["float32"],
+                   choices=("float32", "bf16"), help="with --recon-loss lpips")
+    p.add_argument("--vgg-weights", type=Path, default=None, help="VGG16 weights for lpips")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--samples", type=int, default=500)
@@ -98,14 +108,18 @@ def main() -> None:
     out = args.out or Path(tempfile.mkdtemp(prefix="precision_quality-"))
     before = machine()
     results = []
+    lpips_precisions = args.lpips_precisions if args.recon_loss == "lpips" else ["float32"]
     for index, dataset in enumerate(args.dataset):
-        runs = [(precision, args.seed) for precision in args.precisions] + [("off", args.seed + 1)]
+        settings = [(p, lp) for p in args.precisions for lp in lpips_precisions]
+        runs = [(setting, args.seed) for setting in settings] + [(settings[0], args.seed + 1)]
         real = None
-        for precision, seed in runs:
-            name = f"d{index}-{precision}-seed{seed}"
-            seconds = train(dataset, precision, seed, args.steps, out, name)
+        for setting, seed in runs:
+            name = f"d{index}-{'-'.join(setting)}-seed{seed}"
+            seconds = train(dataset, setting, seed, args, out, name)
             real = real_features(out / name, projection) if real is None else real
-            row = {"dataset": dataset, "precision": precision, "seed": seed, "steps": args.steps,
+            row = {"dataset": dataset, "precision": setting[0], "recon_loss": args.recon_loss,
+                   **({"lpips_precision": setting[1]} if args.recon_loss == "lpips" else {}),
+                   "seed": seed, "steps": args.steps,
                    "seconds_per_step": round(seconds / args.steps, 3),
                    **score(out / name, real, projection, args.samples)}
             print(json.dumps(row), file=sys.stderr)

@@ -49,7 +49,7 @@ def mse_per_sample(pred, target):
     return _per_sample_mean(tf.square(pred - target))
 
 
-def reconstruction_loss(kind, vgg_weights="imagenet"):
+def reconstruction_loss(kind, vgg_weights="imagenet", lpips_precision="float32"):
     """Return fn(pred, target) -> (B,) float32 loss per sample for the decoders.
 
     kind: 'lpips' (the reference's LPIPS-VGG v0.1; builds VGG16, see `fastgan_tf.lpips`), 'l1' or
@@ -58,13 +58,14 @@ def reconstruction_loss(kind, vgg_weights="imagenet"):
     other way round. For 'lpips' the function has an `lpips` attribute holding the Keras layer.
     `fn.pairs(preds, targets)` gives the per-sample losses of several pairs at once (LPIPS then
     runs VGG16 once on all predictions and once, off the tape, on each distinct target).
+    `lpips_precision` is LPIPS's `precision` ("bf16": VGG16's blocks 3-5 in bfloat16).
     """
     if kind not in RECON_LOSSES:
         raise ValueError(f"Unknown reconstruction loss {kind!r}; valid: {', '.join(RECON_LOSSES)}.")
     if kind == "lpips":
         from fastgan_tf.lpips import LPIPS  # imported lazily: l1/mse users never build VGG16
 
-        metric = LPIPS(vgg_weights=vgg_weights)
+        metric = LPIPS(vgg_weights=vgg_weights, precision=lpips_precision)
         distance = metric
     else:
         metric = None

@@ -296,8 +296,8 @@ def needs_vgg(cfg: TrainConfig) -> bool:
 
 
 def make_fastgan(cfg: TrainConfig, mixed: bool = False, strategy=None) -> FastGAN:
-    recon = losses.reconstruction_loss(cfg.recon_loss, vgg_weights=cfg.vgg_weights or "imagenet") \
-        if cfg.decoders else None
+    recon = losses.reconstruction_loss(cfg.recon_loss, vgg_weights=cfg.vgg_weights or "imagenet",
+                                       lpips_precision=cfg.lpips_precision) if cfg.decoders else None
     return FastGAN(cfg, recon, mixed=mixed, strategy=strategy)
 
 
