@@ -28,7 +28,8 @@ the matrix products wherever the package would use them but for the CPU's AVX-51
 `--batch-norm auto exact` BatchNorm as the package chooses it (`models/layers.py`: TensorFlow's
 fused op in bfloat16 on a CPU) against its exact float32 path everywhere;
 `--mmap-threshold auto glibc` the host allocator as train.py sets it (`training/host_memory.py`)
-against glibc's defaults.
+against glibc's defaults; `--lpips-precision float32 bf16` LPIPS's VGG16 in float32 against its
+blocks 3-5 in bfloat16 (settings with another loss run once).
 
 `--tensor-memory` adds the peak bytes held by TensorFlow's allocator (switching the CPU allocator
 to BFC, which is slower: its timings are not comparable). LPIPS runs with random VGG16 weights
@@ -51,8 +52,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from machine import configure_threads, machine, peak_rss_mib  # noqa: E402
 
-GRID = ("resolution", "batch_size", "recon_loss", "mixed_precision", "xla", "accumulate",
-        "onednn", "filter_gradients", "batch_norm", "mmap_threshold")
+GRID = ("resolution", "batch_size", "recon_loss", "mixed_precision", "lpips_precision", "xla",
+        "accumulate", "onednn", "filter_gradients", "batch_norm", "mmap_threshold")
 SAME_WORK = ("resolution", "batch_size", "recon_loss")  # what the reference is matched on
 
 
@@ -86,7 +87,7 @@ def measure(args: argparse.Namespace) -> dict:
     cfg = TrainConfig(dataset="random", resolution=args.resolution, batch_size=args.batch_size,
                       ngf=args.ngf, ndf=args.ndf, recon_loss=args.recon_loss,
                       xla=args.xla == "on", mixed_precision=args.mixed_precision,
-                      accumulate=args.accumulate)
+                      lpips_precision=args.lpips_precision, accumulate=args.accumulate)
     set_policy(mode)
     if args.filter_gradients == "tensorflow":  # the layers ask this when they are traced
         model_layers.matmul_filter_gradients = lambda dtype, output_pixels: False
@@ -100,8 +101,9 @@ def measure(args: argparse.Namespace) -> dict:
     # G's last up-conv has the largest output: whether any layer takes the matmul form
     matmul = model_layers.matmul_filter_gradients(compute_dtype, args.resolution ** 2)
     fused = model_layers.fused_batch_norm(compute_dtype, (1, 1, 1, 16))  # wherever C allows
-    gan = FastGAN(cfg, reconstruction_loss(cfg.recon_loss, vgg_weights=None),
-                  mixed=loss_scaling(mode))
+    recon = reconstruction_loss(cfg.recon_loss, vgg_weights=None,
+                                lpips_precision=cfg.lpips_precision)
+    gan = FastGAN(cfg, recon, mixed=loss_scaling(mode))
     real = tf.constant(np.random.default_rng(0).uniform(
         -1, 1, (cfg.batch_size, cfg.resolution, cfg.resolution, 3)).astype(np.float32))
     start = time.perf_counter()
@@ -117,6 +119,7 @@ def measure(args: argparse.Namespace) -> dict:
     result = {
         "resolution": cfg.resolution, "batch_size": cfg.batch_size, "ngf": cfg.ngf,
         "ndf": cfg.ndf, "recon_loss": cfg.recon_loss, "mixed_precision": args.mixed_precision,
+        "lpips_precision": cfg.lpips_precision if cfg.recon_loss == "lpips" else None,
         "xla": cfg.xla, "accumulate": cfg.accumulate, "intra_op_threads": args.threads or None,
         "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "tensorflow's default"),
         "filter_gradients": "matmul" if matmul else "tensorflow",
@@ -161,6 +164,9 @@ def grid_settings(args: argparse.Namespace) -> list[dict]:
               "warmup": max(args.warmup, 1), "iterations": args.iterations}
     ours = [dict(common, code="fastgan-tf", **dict(zip(GRID, values)))
             for values in itertools.product(*(getattr(args, name) for name in GRID))]
+    # LPIPS's precision matters only to lpips: other losses run once, at the first value
+    ours = [s for s in ours if s["recon_loss"] == "lpips"
+            or s["lpips_precision"] == args.lpips_precision[0]]
     if args.tensor_memory:
         ours = [dict(s, tensor_memory=True) for s in ours]
     if not args.reference_dir:
@@ -176,6 +182,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, nargs="+", default=[8])
     p.add_argument("--recon-loss", nargs="+", default=["l1"], choices=("lpips", "l1", "mse"))
     p.add_argument("--mixed-precision", nargs="+", default=["off"], choices=("on", "bf16", "off"))
+    p.add_argument("--lpips-precision", nargs="+", default=["float32"],
+                   choices=("float32", "bf16"), help="LPIPS's VGG16 (lpips only)")
     p.add_argument("--xla", nargs="+", default=["off"], choices=("on", "off"))
     p.add_argument("--accumulate", type=int, nargs="+", default=[1])
     p.add_argument("--onednn", nargs="+", default=["cli"], choices=("cli", "tensorflow", "on", "off"),

@@ -70,6 +70,14 @@ def test_mmap_threshold_is_a_grid_dimension_the_reference_ignores():
     assert [s.get("mmap_threshold") for s in settings] == ["auto", "glibc", None]
 
 
+def test_lpips_precision_spans_lpips_settings_only():
+    args = _args("--recon-loss", "l1", "lpips", "--lpips-precision", "float32", "bf16",
+                 "--reference-dir", "/somewhere")
+    ours = [s for s in train_step.grid_settings(args) if s["code"] == "fastgan-tf"]
+    assert [(s["recon_loss"], s["lpips_precision"]) for s in ours] == [
+        ("l1", "float32"), ("lpips", "float32"), ("lpips", "bf16")]
+
+
 def test_no_reference_no_reference_ratio():
     runs = [_result("fastgan-tf", "l1", 1.0)]
     summary = train_step.summarise(runs, runs, [train_step.reference_of(runs, runs[0])])

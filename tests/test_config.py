@@ -102,6 +102,21 @@ def test_save_and_load_round_trip_and_state_mismatches(tmp_path):
     assert config.state_mismatches(back, wider) == ["ngf: run has 16, you asked for 32"]
 
 
+def test_lpips_precision_steers_training_and_old_runs_read_as_float32(tmp_path):
+    cfg = config.resolve({"dataset": "x", "resolution": 64})
+    bf16 = config.resolve({"dataset": "x", "resolution": 64, "lpips_precision": "bf16"})
+    assert config.state_mismatches(cfg, bf16) == []  # VGG16 is not part of the trained state
+    assert config.training_changes(cfg, bf16) == ["lpips_precision float32 -> bf16"]
+    with pytest.raises(UserError, match="--lpips-precision .float16. is not supported"):
+        config.resolve({"dataset": "x", "lpips_precision": "float16"})
+    config.save(cfg, tmp_path / "config.yaml")  # a run of a version without the option:
+    saved = tmp_path / "config.yaml"
+    saved.write_text("".join(line for line in saved.read_text(encoding="utf-8").splitlines(True)
+                             if not line.startswith("lpips_precision")), encoding="utf-8")
+    assert "lpips_precision" not in saved.read_text(encoding="utf-8")
+    assert config.load_saved(saved).lpips_precision == "float32"
+
+
 # -- config files written on Windows: encodings and backslashes (issue 12) ---------------------
 
 YAML_TEXT = 'dataset: "größe"\nbatch-size: 4\n'

@@ -115,6 +115,46 @@ def test_float32_under_mixed_precision(rng):
     assert all(layer.compute_dtype == "float32" for layer in m.features.layers)
 
 
+def test_vgg16_is_keras_vgg16_layer_for_layer():
+    """Our VGG16 (built here to choose each block's precision) is Keras's: the same layers, names,
+    settings and weight shapes, so Keras's weight files load into it (see the file tests below)."""
+    ours = lpips.vgg16("bf16")
+    theirs = keras.applications.VGG16(include_top=False, weights=None, input_shape=(None, None, 3))
+    assert [layer.name for layer in ours.layers[1:]] == [layer.name for layer in theirs.layers[1:]]
+    keys = ("filters", "kernel_size", "strides", "padding", "activation", "pool_size")
+    for a, b in zip(ours.layers[1:], theirs.layers[1:]):
+        assert {k: a.get_config().get(k) for k in keys} == {k: b.get_config().get(k) for k in keys}
+    assert [w.shape for w in ours.weights] == [w.shape for w in theirs.weights]
+
+
+def test_bf16_runs_blocks_3_to_5_in_bfloat16_and_keeps_the_distance(metric, rng):
+    bf16 = lpips.LPIPS(vgg_weights=None, precision="bf16")
+    bf16.features.set_weights(metric.features.get_weights())
+    blocks = [layer for layer in bf16.features.layers if layer.name.startswith("block")]
+    assert len(blocks) == 17  # 13 convolutions, 4 pools before block 5's last convolution
+    for layer in blocks:
+        block = int(layer.name[len("block")])
+        assert layer.compute_dtype == ("bfloat16" if block >= lpips.BF16_FROM_BLOCK else "float32")
+    assert all(w.dtype == "float32" and not w.trainable for w in bf16.features.weights)
+    x, y = _pair(rng, b=3, size=48)
+    pred = tf.Variable(x)
+    grads = []
+    for m in (metric, bf16):
+        with tf.GradientTape() as tape:
+            d = m(pred, y)
+            total = tf.reduce_sum(d)
+        grads.append(tape.gradient(total, pred).numpy().reshape(3, -1))
+        assert d.dtype == tf.float32 and m.trainable_variables == []
+        if m is metric:
+            want = d.numpy()
+    np.testing.assert_allclose(d.numpy(), want, rtol=2e-3)  # 1e-4 here: random VGG weights
+    a, b = grads
+    cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert (cosine > 0.98).all(), cosine
+    with pytest.raises(ValueError, match="float16"):
+        lpips.LPIPS(vgg_weights=None, precision="float16")
+
+
 def test_works_in_xla(metric, rng):
     x, y = _pair(rng)
     fn = tf.function(lambda a, b: metric(a, b), jit_compile=True)
@@ -158,10 +198,25 @@ def test_loads_cached_imagenet_file_and_explicit_path(tmp_path, monkeypatch):
     monkeypatch.setattr(downloads, "VGG16_NOTOP",
                         dataclasses.replace(downloads.VGG16_NOTOP, checksum=f"md5:{digest}"))
     assert lpips.vgg16_weights_available()
-    for weights in ("imagenet", cached, str(cached)):
-        m = lpips.LPIPS(vgg_weights=weights)
+    for weights, precision in (("imagenet", "float32"), (cached, "float32"), (str(cached), "bf16")):
+        m = lpips.LPIPS(vgg_weights=weights, precision=precision)
+        assert len(m.features.weights) == len(vgg.weights) == 26
         for a, b in zip(m.features.weights, vgg.weights):
             np.testing.assert_array_equal(a.value.numpy(), b.value.numpy())
+
+
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # keras h5 saver
+def test_trainer_builds_lpips_in_the_configured_precision(tmp_path):
+    from fastgan_tf.config import TrainConfig
+    from fastgan_tf.training.fastgan import make_fastgan
+
+    _save_random_vgg(tmp_path / "vgg16.h5")
+    for precision, dtype in (("float32", "float32"), ("bf16", "bfloat16")):
+        cfg = TrainConfig(dataset="demo", resolution=64, ngf=8, ndf=8, lpips_precision=precision,
+                          vgg_weights=str(tmp_path / "vgg16.h5"))
+        features = make_fastgan(cfg).recon_fn.lpips.features
+        assert features.get_layer("block5_conv3").compute_dtype == dtype
+        assert features.get_layer("block2_conv2").compute_dtype == "float32"
 
 
 def test_bad_weight_paths_raise_user_error(tmp_path):
