@@ -23,6 +23,17 @@ def test_bf16_with_determinism_on_a_cpu_is_warned_about():
     assert precision.slow_combination("off", deterministic=True, on_gpu=False) is None
 
 
+def test_lpips_in_bfloat16_where_it_is_slow_is_warned_about(monkeypatch):
+    assert precision.slow_lpips_precision("float32", deterministic=True, on_gpu=False) is None
+    message = precision.slow_lpips_precision("bf16", deterministic=False, on_gpu=False)
+    assert "AMX or AVX512_BF16" in message and "--lpips-precision float32" in message
+    assert precision.slow_lpips_precision("bf16", deterministic=False, on_gpu=True) is None
+    monkeypatch.setattr(precision, "cpu_bfloat16_pays", lambda: True)
+    assert precision.slow_lpips_precision("bf16", deterministic=False, on_gpu=False) is None
+    message = precision.slow_lpips_precision("bf16", deterministic=True, on_gpu=False)
+    assert "--deterministic" in message and "--lpips-precision float32" in message
+
+
 REAL_RULE = precision.cpu_bfloat16_pays  # conftest pins it to False for every other test
 
 

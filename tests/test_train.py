@@ -65,6 +65,26 @@ def test_bad_input_is_one_line_and_exit_2(argv, message, tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # keras h5 saver
+def test_lpips_in_bfloat16_trains_and_warns_where_it_is_slow(image_folder, tmp_path, capsys):
+    """--lpips-precision bf16 end to end, on a CPU taken for one without native bfloat16 (conftest
+    pins that): the run trains, and says once that float32 would be faster here."""
+    import keras
+
+    vgg = keras.applications.VGG16(include_top=False, weights=None, input_shape=(None, None, 3))
+    vgg.save(tmp_path / "vgg16.h5")  # Keras's legacy layout, as its ImageNet file
+    tiny = [a if a != "l1" else "lpips" for a in TINY]
+    code = main(["--dataset", str(image_folder), "--steps", "2", "--out", str(tmp_path / "runs"),
+                 "--run-name", "r", "--lpips-precision", "bf16", "--vgg-weights",
+                 str(tmp_path / "vgg16.h5"), "--fid-every", "0", *tiny])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert err.count("warning: --lpips-precision bf16 on a CPU without AMX or AVX512_BF16") == 1
+    saved = (tmp_path / "runs" / "r" / "config.yaml").read_text(encoding="utf-8")
+    assert "lpips_precision: bf16" in saved
+
+
+@pytest.mark.slow
 def test_short_training_run_writes_everything(image_folder, tmp_path):
     out = tmp_path / "runs"
     argv = ["--dataset", str(image_folder), "--epochs", "2", "--out", str(out), "--run-name", "r",

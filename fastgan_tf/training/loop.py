@@ -60,6 +60,7 @@ from fastgan_tf.training.precision import (
     resolve_mixed_precision,
     set_policy,
     slow_combination,
+    slow_lpips_precision,
 )
 from fastgan_tf.training.recovery import Recovery, vary
 from fastgan_tf.training.signals import GracefulStop
@@ -214,9 +215,12 @@ class Trainer:
         if asked == "auto" and self.cfg.mixed_precision == "bf16" and not on_gpu:
             log.info("--mixed-precision auto: bfloat16 on this CPU (AMX or AVX512_BF16); "
                      "--mixed-precision off trains in float32")
-        slow = slow_combination(self.cfg.mixed_precision, self.cfg.deterministic, on_gpu)
-        if slow:
-            log.warning(slow)
+        slow = [slow_combination(self.cfg.mixed_precision, self.cfg.deterministic, on_gpu)]
+        if self.cfg.decoders and self.cfg.recon_loss == "lpips":
+            slow.append(slow_lpips_precision(self.cfg.lpips_precision, self.cfg.deterministic,
+                                             on_gpu))
+        for warning in filter(None, slow):
+            log.warning(warning)
         saved_path = self.run_dir / "config.yaml"
         if not saved_path.exists():
             return

@@ -101,3 +101,18 @@ def slow_combination(mode: str, deterministic: bool, on_gpu: bool) -> str | None
                 "(TensorFlow's deterministic bfloat16 kernels): drop one of the two; "
                 "--mixed-precision off keeps CPU runs reproducible at full speed")
     return None
+
+
+def slow_lpips_precision(lpips_precision: str, deterministic: bool, on_gpu: bool) -> str | None:
+    """A warning when `--lpips-precision bf16` would be slower than float32 here, else None:
+    on a CPU, bfloat16 is fast only through native bfloat16 and without op determinism."""
+    if lpips_precision != "bf16" or on_gpu:
+        return None
+    if deterministic:
+        return ("--deterministic with --lpips-precision bf16 is slower on a CPU (TensorFlow's "
+                "deterministic bfloat16 kernels): use --lpips-precision float32")
+    if not cpu_bfloat16_pays():
+        return ("--lpips-precision bf16 on a CPU without AMX or AVX512_BF16 (or with oneDNN off) "
+                "is slower than float32, which such CPUs compute natively: use "
+                "--lpips-precision float32")
+    return None
