@@ -14,6 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import batch_norm  # noqa: E402
+import lpips_precision  # noqa: E402
 import profile_step  # noqa: E402
 import step_memory  # noqa: E402
 import train_step  # noqa: E402
@@ -187,3 +188,27 @@ def test_step_memory_without_proc_reports_none(monkeypatch):
     monkeypatch.setattr(Path, "write_text", missing)
     step_memory.reset_peak_rss()
     assert step_memory.peak_rss_gib() is None
+
+
+def test_lpips_precision_measures_gradient_errors_against_float32():
+    """The same metric has no error against itself; the bfloat16 variant some, below 1; the
+    float32 reference's own gradient moves when its input is rounded as a bfloat16 decoder's."""
+    import numpy as np
+
+    from fastgan_tf import lpips
+
+    targets = lpips_precision.load_targets(None, 2, 32)
+    assert targets.shape == (2, 32, 32, 3) and targets.min() >= -1 and targets.max() <= 1
+    cases = lpips_precision.predictions(targets)
+    assert all(np.abs(p).max() < 1 for p in cases.values())  # arctanh stays finite
+    decoded = lpips_precision.as_decoded_in_bfloat16(cases["blurred"])
+    assert 0 < np.abs(decoded - cases["blurred"]).max() < 0.01
+    reference = lpips_precision.build(lpips, None, None)
+    bf16 = lpips_precision.build(lpips, None, 3, like=reference)
+    assert lpips.BF16_FROM_BLOCK == 3  # restored
+    assert bf16.features.get_layer("block3_conv1").compute_dtype == "bfloat16"
+    assert bf16.features.get_layer("block2_conv2").compute_dtype == "float32"
+    same = lpips_precision.gradient_errors(reference, reference, cases, targets)
+    assert set(same) == set(cases) and set(same.values()) == {0.0}
+    errors = lpips_precision.gradient_errors(bf16, reference, cases, targets).values()
+    assert all(0 < e < 0.5 for e in errors), errors
