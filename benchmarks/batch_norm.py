@@ -17,13 +17,12 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from machine import configure_threads, machine  # noqa: E402 (benchmarks/ on the path)
+from machine import configure_threads, machine, median_ms  # noqa: E402 (benchmarks/ on the path)
 
 
 def traced_step(layers, x, fused: bool):
@@ -47,22 +46,6 @@ def traced_step(layers, x, fused: bool):
         return tf.function(step).get_concrete_function()
     finally:
         layers.fused_batch_norm = chosen
-
-
-def median_ms(steps: dict, repeats: int) -> dict:
-    """Median milliseconds per call of each step, the steps called in turn."""
-    import numpy as np
-
-    times = {name: [] for name in steps}
-    for _ in range(2):  # warm-up
-        for step in steps.values():
-            [t.numpy() for t in step()]
-    for _ in range(repeats):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            [t.numpy() for t in step()]
-            times[name].append(time.perf_counter() - start)
-    return {name: round(1000 * float(np.median(t)), 2) for name, t in times.items()}
 
 
 def main() -> None:

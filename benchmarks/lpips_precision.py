@@ -27,13 +27,12 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from machine import configure_threads, machine  # noqa: E402 (benchmarks/ on the path)
+from machine import configure_threads, machine, median_ms  # noqa: E402 (benchmarks/ on the path)
 
 DECODED = "float32, input as a bfloat16 decoder gives it"
 
@@ -120,7 +119,6 @@ def gradient_errors(metric, reference, cases: dict, targets, decode=False) -> di
 
 def seconds_per_call(metrics: dict, batch: int, side: int, repeats: int) -> dict:
     """Median seconds of one FastGAN-shaped LPIPS call (forward and backward) per metric."""
-    import numpy as np
     import tensorflow as tf
 
     preds = [tf.random.uniform([batch, side, side, 3], -1, 1, seed=i) for i in range(3)]
@@ -136,17 +134,8 @@ def seconds_per_call(metrics: dict, batch: int, side: int, repeats: int) -> dict
             return tape.gradient(total, preds)
         return call
 
-    steps = {name: step(m) for name, m in metrics.items()}
-    times = {name: [] for name in steps}
-    for _ in range(2):  # warm-up (tracing)
-        for call in steps.values():
-            [g.numpy() for g in call()]
-    for _ in range(repeats):
-        for name, call in steps.items():
-            start = time.perf_counter()
-            [g.numpy() for g in call()]
-            times[name].append(time.perf_counter() - start)
-    return {name: round(float(np.median(t)), 3) for name, t in times.items()}
+    ms = median_ms({name: step(m) for name, m in metrics.items()}, repeats)
+    return {name: round(value / 1000, 3) for name, value in ms.items()}
 
 
 def main() -> None:

@@ -17,6 +17,25 @@ CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile",
              "amx_int8")
 
 
+def median_ms(steps: dict, repeats: int) -> dict:
+    """Median milliseconds per call of each step (a function returning tensors), the steps
+    called in turn, after two warm-up calls each (tracing)."""
+    import time
+
+    import numpy as np
+
+    times = {name: [] for name in steps}
+    for _ in range(2):  # warm-up
+        for step in steps.values():
+            [t.numpy() for t in step()]
+    for _ in range(repeats):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            [t.numpy() for t in step()]
+            times[name].append(time.perf_counter() - start)
+    return {name: round(1000 * float(np.median(t)), 2) for name, t in times.items()}
+
+
 def configure_threads(threads: int) -> None:
     """The trainer's CPU threading (one inter-op thread), then `threads` intra-op threads when
     given (0: TensorFlow's default). Call it before TensorFlow's first op."""
