@@ -135,9 +135,9 @@ class TrainConfig:
                                   "capability >= 8.0 and on CPUs with AMX or AVX512_BF16 (not "
                                   "with --deterministic), on for 7.x, else off", section=SPEED,
                                   choices=PRECISION_MODES)
-    lpips_precision: str = option("float32", "LPIPS's VGG16: float32, or bf16 (its blocks 3-5 in "
-                                  "bfloat16: LPIPS about 2x faster on CPUs with AMX, its "
-                                  "gradients 5-20 % off float32's)", section=SPEED,
+    lpips_precision: str = option("float32", "LPIPS's VGG16: float32 (reference), or bf16: its "
+                                  "blocks 3-5 in bfloat16, LPIPS about 2x faster on CPUs with "
+                                  "AMX, its gradients ~5 % off float32's", section=SPEED,
                                   choices=LPIPS_PRECISIONS)
     xla: bool = option(False, "compile the training step with XLA", section=SPEED)
     accumulate: int = option(1, "split each batch into N micro-batches: the same update with "

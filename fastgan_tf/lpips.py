@@ -12,6 +12,10 @@ values (the gap has not been measured: the ImageNet weights can't be downloaded 
 machine). The project accepts this to stay TF-only; here LPIPS is a training loss, not a metric
 to compare with papers.
 
+Precision: VGG16 computes in float32 whatever G and D compute in (the reference's loss), or with
+`precision="bf16"` (`--lpips-precision bf16`) its blocks 3-5 in bfloat16, about twice as fast on
+CPUs with AMX; the distance itself is always float32 (see BF16_FROM_BLOCK).
+
 The lin weights (fastgan_tf/assets/lpips_vgg_v0.1.npz, BSD-2, see LPIPS_LICENSE.txt) come from the
 PyPI `lpips` package (tools/convert_lpips_weights.py). The VGG16 weights are not shipped: they are
 Keras's own file, kept in Keras's cache folder, and fastgan_tf.downloads fetches them only when
@@ -37,10 +41,12 @@ EPS = 1e-10  # lpips.normalize_tensor
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 BLOCKS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))  # conv widths
 
-# precision "bf16" runs VGG16's blocks 3-5 (69 % of its FLOPs) in bfloat16. The input and blocks 1-2
-# stay float32: on real images with ImageNet weights, rounding the input alone to bfloat16 moved
-# LPIPS's input gradient by 31-104 % of its norm; bfloat16 from block 3 on, by 5-22 % (median per
-# case), from block 4 on 3-5 % for a third of the time saved (benchmarks/README.md).
+# precision "bf16" (opt-in) runs VGG16's blocks 3-5 (69 % of its FLOPs) in bfloat16: LPIPS as a
+# 256 px step runs it took 0.51x float32's time on a CPU with AMX. The input and blocks 1-2 stay
+# float32: with ImageNet weights on real images, bfloat16 from block 1 on moved LPIPS's input
+# gradient by 17-105 % of its norm (median per case), from block 2 on by 8-29 %, from block 3 on by
+# 5-7 %; for scale, rounding its input as a bfloat16 decoder rounds its output moves the float32
+# gradient by 10-81 % (benchmarks/lpips_precision.py, benchmarks/README.md).
 PRECISIONS = LPIPS_PRECISIONS
 BF16_FROM_BLOCK = 3
 

@@ -19,7 +19,8 @@
 
 In every mode, spectral norm's power iteration, BatchNorm's statistics, the losses, the EMA and
 the FID features are computed in float32 (the layers cast them; in bfloat16 on a CPU, BatchNorm's
-fused op accumulates its statistics in float32).
+fused op accumulates its statistics in float32). LPIPS's VGG16 too, unless
+`--lpips-precision bf16` (opt-in, any mode) runs its blocks 3-5 in bfloat16 (fastgan_tf/lpips.py).
 """
 
 from __future__ import annotations
