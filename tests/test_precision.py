@@ -28,6 +28,10 @@ def test_lpips_in_bfloat16_where_it_is_slow_is_warned_about(monkeypatch):
     message = precision.slow_lpips_precision("bf16", deterministic=False, on_gpu=False)
     assert "AMX or AVX512_BF16" in message and "--lpips-precision float32" in message
     assert precision.slow_lpips_precision("bf16", deterministic=False, on_gpu=True) is None
+    assert precision.slow_lpips_precision("bf16", False, on_gpu=True, capabilities=[(8, 6)]) is None
+    for older in ([(7, 5)], [(8, 0), (7, 0)], [None]):
+        message = precision.slow_lpips_precision("bf16", False, on_gpu=True, capabilities=older)
+        assert "compute capability 8.0" in message and "--lpips-precision float32" in message
     monkeypatch.setattr(precision, "cpu_bfloat16_pays", lambda: True)
     assert precision.slow_lpips_precision("bf16", deterministic=False, on_gpu=False) is None
     message = precision.slow_lpips_precision("bf16", deterministic=True, on_gpu=False)

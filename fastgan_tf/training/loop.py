@@ -56,6 +56,7 @@ from fastgan_tf.training.health import HealthMonitor
 from fastgan_tf.training.logs import RunLog
 from fastgan_tf.training.memory import estimate_for_config
 from fastgan_tf.training.precision import (
+    gpu_capabilities,
     loss_scaling,
     resolve_mixed_precision,
     set_policy,
@@ -218,7 +219,7 @@ class Trainer:
         slow = [slow_combination(self.cfg.mixed_precision, self.cfg.deterministic, on_gpu)]
         if self.cfg.decoders and self.cfg.recon_loss == "lpips":
             slow.append(slow_lpips_precision(self.cfg.lpips_precision, self.cfg.deterministic,
-                                             on_gpu))
+                                             on_gpu, gpu_capabilities() if on_gpu else None))
         for warning in filter(None, slow):
             log.warning(warning)
         saved_path = self.run_dir / "config.yaml"

@@ -104,10 +104,16 @@ def slow_combination(mode: str, deterministic: bool, on_gpu: bool) -> str | None
     return None
 
 
-def slow_lpips_precision(lpips_precision: str, deterministic: bool, on_gpu: bool) -> str | None:
-    """A warning when `--lpips-precision bf16` would be slower than float32 here, else None:
-    on a CPU, bfloat16 is fast only through native bfloat16 and without op determinism."""
-    if lpips_precision != "bf16" or on_gpu:
+def slow_lpips_precision(lpips_precision: str, deterministic: bool, on_gpu: bool,
+                         capabilities: list | None = None) -> str | None:
+    """A warning when `--lpips-precision bf16` would be slower than float32 here (or, on GPUs
+    before Ampere, may not run), else None: bfloat16 is fast only where it is native."""
+    if lpips_precision != "bf16":
+        return None
+    if on_gpu:
+        if capabilities and (None in capabilities or min(capabilities) < (8, 0)):
+            return ("--lpips-precision bf16 on a GPU older than compute capability 8.0 (Ampere), "
+                    "which has no native bfloat16 (never tried): use --lpips-precision float32")
         return None
     if deterministic:
         return ("--deterministic with --lpips-precision bf16 is slower on a CPU (TensorFlow's "
