@@ -82,12 +82,10 @@ def as_decoded_in_bfloat16(images):
 def build(lpips, weights, from_block: int | None, like=None):
     """LPIPS in float32 (from_block None) or with blocks from_block..5 in bfloat16; with the
     VGG16 weights of `like` (random weights must be the same random weights)."""
-    chosen = lpips.BF16_FROM_BLOCK
-    lpips.BF16_FROM_BLOCK = from_block or chosen
-    try:
-        metric = lpips.LPIPS(vgg_weights=weights, precision="bf16" if from_block else "float32")
-    finally:
-        lpips.BF16_FROM_BLOCK = chosen
+    if from_block is None:
+        metric = lpips.LPIPS(vgg_weights=weights)
+    else:
+        metric = lpips.LPIPS(vgg_weights=weights, precision="bf16", bf16_from_block=from_block)
     if like is not None:
         metric.features.set_weights(like.features.get_weights())
     return metric
@@ -103,13 +101,19 @@ def input_gradient(metric, pred, target):
     return tape.gradient(total, pred).numpy()
 
 
-def gradient_errors(metric, reference, cases: dict, targets, decode=False) -> dict:
-    """Per case, the median relative distance of `metric`'s gradient to `reference`'s."""
+def reference_gradients(reference, cases: dict, targets) -> dict:
+    """Per case, the float32 metric's input gradient, one row per image."""
+    return {name: input_gradient(reference, pred, targets).reshape(len(pred), -1)
+            for name, pred in cases.items()}
+
+
+def gradient_errors(metric, wanted: dict, cases: dict, targets, decode=False) -> dict:
+    """Per case, the median relative distance of `metric`'s gradient to the `wanted` one."""
     import numpy as np
 
     errors = {}
     for name, pred in cases.items():
-        want = input_gradient(reference, pred, targets).reshape(len(pred), -1)
+        want = wanted[name]
         got = input_gradient(metric, as_decoded_in_bfloat16(pred) if decode else pred,
                              targets).reshape(len(pred), -1)
         relative = np.linalg.norm(got - want, axis=1) / np.linalg.norm(want, axis=1)
@@ -161,9 +165,10 @@ def main() -> None:
     reference = build(lpips, weights, None)
     variants = {f"from block {k}": build(lpips, weights, k, like=reference)
                 for k in args.from_blocks}
-    errors = {DECODED: gradient_errors(reference, reference, cases, targets, decode=True)}
+    wanted = reference_gradients(reference, cases, targets)
+    errors = {DECODED: gradient_errors(reference, wanted, cases, targets, decode=True)}
     for name, metric in variants.items():
-        errors[name] = gradient_errors(metric, reference, cases, targets)
+        errors[name] = gradient_errors(metric, wanted, cases, targets)
         print(json.dumps({name: errors[name]}), file=sys.stderr, flush=True)
     seconds = seconds_per_call({"float32": reference, **variants}, args.batch, args.side,
                                args.repeats)

@@ -35,6 +35,9 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from machine import machine  # noqa: E402
 
+sys.path.insert(0, str(REPO))
+from fastgan_tf.config import LPIPS_PRECISIONS  # noqa: E402 (no TensorFlow)
+
 PIXEL_SIDE, PROJECTED = 16, 64
 
 
@@ -93,7 +96,7 @@ def main() -> None:
                    choices=("off", "on", "bf16"))
     p.add_argument("--recon-loss", default="l1", choices=("l1", "lpips"))
     p.add_argument("--lpips-precisions", nargs="+", default=["float32"],
-                   choices=("float32", "bf16"), help="with --recon-loss lpips")
+                   choices=LPIPS_PRECISIONS, help="with --recon-loss lpips")
     p.add_argument("--vgg-weights", type=Path, default=None, help="VGG16 weights for lpips")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--seed", type=int, default=0)

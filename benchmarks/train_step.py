@@ -52,6 +52,9 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from machine import configure_threads, machine, peak_rss_mib  # noqa: E402
 
+sys.path.insert(0, str(REPO))
+from fastgan_tf.config import LPIPS_PRECISIONS, RECON_LOSSES  # noqa: E402 (no TensorFlow)
+
 GRID = ("resolution", "batch_size", "recon_loss", "mixed_precision", "lpips_precision", "xla",
         "accumulate", "onednn", "filter_gradients", "batch_norm", "mmap_threshold")
 SAME_WORK = ("resolution", "batch_size", "recon_loss")  # what the reference is matched on
@@ -180,10 +183,10 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--resolution", type=int, nargs="+", default=[256])
     p.add_argument("--batch-size", type=int, nargs="+", default=[8])
-    p.add_argument("--recon-loss", nargs="+", default=["l1"], choices=("lpips", "l1", "mse"))
+    p.add_argument("--recon-loss", nargs="+", default=["l1"], choices=RECON_LOSSES)
     p.add_argument("--mixed-precision", nargs="+", default=["off"], choices=("on", "bf16", "off"))
     p.add_argument("--lpips-precision", nargs="+", default=["float32"],
-                   choices=("float32", "bf16"), help="LPIPS's VGG16 (lpips only)")
+                   choices=LPIPS_PRECISIONS, help="LPIPS's VGG16 (lpips only)")
     p.add_argument("--xla", nargs="+", default=["off"], choices=("on", "off"))
     p.add_argument("--accumulate", type=int, nargs="+", default=[1])
     p.add_argument("--onednn", nargs="+", default=["cli"], choices=("cli", "tensorflow", "on", "off"),

@@ -112,13 +112,13 @@ def _frozen_variable(next_creator, **kwargs):
     return next_creator(**kwargs)
 
 
-def vgg16(precision="float32"):
+def vgg16(precision="float32", bf16_from_block=BF16_FROM_BLOCK):
     """`keras.applications.VGG16(include_top=False)`, layer for layer and name for name (so Keras's
-    weight files load into it), its blocks from BF16_FROM_BLOCK on computing in bfloat16 when
+    weight files load into it), its blocks from `bf16_from_block` on computing in bfloat16 when
     `precision` is "bf16" (float32 variables, as Keras's mixed policy)."""
     x = inputs = keras.Input((None, None, 3))
     for block, widths in enumerate(BLOCKS, start=1):
-        dtype = "mixed_bfloat16" if precision == "bf16" and block >= BF16_FROM_BLOCK else "float32"
+        dtype = "mixed_bfloat16" if precision == "bf16" and block >= bf16_from_block else "float32"
         for i, width in enumerate(widths, start=1):
             x = keras.layers.Conv2D(width, (3, 3), activation="relu", padding="same", dtype=dtype,
                                     name=f"block{block}_conv{i}")(x)
@@ -127,16 +127,16 @@ def vgg16(precision="float32"):
     return keras.Model(inputs, x, name="vgg16")
 
 
-def build_vgg16_features(weights_path=None, precision="float32"):
+def build_vgg16_features(weights_path=None, precision="float32", bf16_from_block=BF16_FROM_BLOCK):
     """A frozen keras.Model: image (caffe-preprocessed) -> the five tapped activations, float32
-    (or bfloat16 from block BF16_FROM_BLOCK on, with precision "bf16")."""
+    (or bfloat16 from block `bf16_from_block` on, with precision "bf16")."""
     if precision not in PRECISIONS:
         raise ValueError(f"Unknown LPIPS precision {precision!r}; valid: {', '.join(PRECISIONS)}.")
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("float32")  # whatever G and D compute in
     try:
         with tf.variable_creator_scope(_frozen_variable):
-            vgg = vgg16(precision)
+            vgg = vgg16(precision, bf16_from_block)
     finally:
         keras.mixed_precision.set_global_policy(previous)
     if weights_path is not None:
@@ -203,17 +203,19 @@ class LPIPS(keras.layers.Layer):
 
     vgg_weights: "imagenet" (Keras cache, see `vgg16_weights_path`), a path to
     vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5, or None (random VGG, for tests only).
-    precision: "float32", or "bf16" (VGG16's blocks from BF16_FROM_BLOCK on in bfloat16; the
-    distance itself is always computed in float32).
+    precision: "float32", or "bf16" (VGG16's blocks from `bf16_from_block` on in bfloat16; the
+    distance itself is always computed in float32). Other splits than BF16_FROM_BLOCK are for
+    benchmarks/lpips_precision.py.
     Nothing here is trainable; gradients flow to both inputs.
     """
 
     def __init__(self, vgg_weights="imagenet", lin_weights_path=LIN_WEIGHTS_PATH,
-                 precision="float32", **kwargs):
+                 precision="float32", bf16_from_block=BF16_FROM_BLOCK, **kwargs):
         kwargs.setdefault("dtype", "float32")
         kwargs.setdefault("name", "lpips")
         super().__init__(**kwargs)
-        self.features = build_vgg16_features(resolve_vgg_weights(vgg_weights), precision)
+        self.features = build_vgg16_features(resolve_vgg_weights(vgg_weights), precision,
+                                             bf16_from_block)
         self.lin = [tf.constant(w) for w in load_lin_weights(lin_weights_path)]
         self.trainable = False
 
