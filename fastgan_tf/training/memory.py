@@ -92,12 +92,13 @@ def precision(mode: str) -> Iterator[None]:
 
 
 def estimate(generator, discriminator, passes: dict, micro_batch: int, mode: str,
-             lpips_input: tuple[int, int] | None = None) -> dict:
+             lpips_input: tuple[int, int] | None = None, lpips_precision: str = "float32") -> dict:
     """Estimated device memory (GiB) of one training step at `micro_batch` per device.
 
     `passes` maps a name ("G", "D") to (fn of a batch, batch size -> its TensorSpec): the passes
     whose activations a step keeps, with models built under `precision(mode)`. `lpips_input`
-    (side, channels) adds LPIPS's VGG16 on three reconstructions of that size.
+    (side, channels) adds LPIPS's VGG16 on three reconstructions of that size, built in
+    `lpips_precision` (its bfloat16 blocks' outputs count two bytes an element).
     """
     acts, vgg_params = {}, 0
     for name, (fn, spec_of_batch) in passes.items():
@@ -108,7 +109,7 @@ def estimate(generator, discriminator, passes: dict, micro_batch: int, mode: str
     if lpips_input is not None:  # VGG16 on the three reconstructions
         from fastgan_tf.lpips import LPIPS
 
-        lpips = LPIPS(vgg_weights=None)
+        lpips = LPIPS(vgg_weights=None, precision=lpips_precision)
         size, channels = lpips_input
         spec = lambda b: tf.TensorSpec([3 * b, size, size, channels])  # noqa: E731
         lpips_ps, _ = _per_sample(lpips.taps, spec)
