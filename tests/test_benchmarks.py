@@ -238,6 +238,11 @@ def test_lpips_precision_measures_gradient_errors_against_float32():
     bf16 = lpips_precision.build(lpips, None, 3, like=reference)
     assert bf16.features.get_layer("block3_conv1").compute_dtype == "bfloat16"
     assert bf16.features.get_layer("block2_conv2").compute_dtype == "float32"
+    later = lpips_precision.build(lpips, None, 4).features  # another split, the package's intact
+    assert later.get_layer("block3_conv3").compute_dtype == "float32"
+    assert later.get_layer("block4_conv1").compute_dtype == "bfloat16"
+    assert lpips.LPIPS(vgg_weights=None, precision="bf16").features.get_layer(
+        "block3_conv1").compute_dtype == "bfloat16"
     wanted = lpips_precision.reference_gradients(reference, cases, targets)
     same = lpips_precision.gradient_errors(reference, wanted, cases, targets)
     assert set(same) == set(cases) and set(same.values()) == {0.0}
