@@ -7,7 +7,10 @@
 pieces add up to roughly the whole step. `flops`: multiply-adds x 2 of the convolutions and
 matrix products of each top-level layer's forward pass, from the traced graphs (the backward
 pass costs about twice the forward); with `--recon-loss lpips`, VGG16's share too, and the
-GFLOP/s each part achieves: whether LPIPS costs what its FLOPs cost. `--trace` runs the
+GFLOP/s each part achieves: whether LPIPS costs what its FLOPs cost. With lpips it also times
+VGG16 alone (no distance) and a float32 matrix product, and gives the lpips step's time over the
+l1 step's: measured, with a free distance, and the floor of VGG16's FLOPs at the best float32
+rate measured (`lpips_step_over_l1_step`). `--trace` runs the
 TensorFlow profiler over a few steps and sums the host time of the ops by type (it reads the
 profiler's XSpace protobuf, an internal TF module; skipped if it is missing).
 """
