@@ -314,8 +314,7 @@ def memory_estimate(cfg: TrainConfig, micro_batch: int, mode: str) -> dict:
               lambda b: tf.TensorSpec([b, r, r, cfg.channels])),
     }
     lpips = (d.recon_resolution, cfg.channels) if needs_vgg(cfg) else None
-    return memory.estimate(g, d, passes, micro_batch, mode, lpips_input=lpips,
-                           lpips_precision=cfg.lpips_precision)
+    return memory.estimate(g, d, passes, micro_batch, mode, lpips_input=lpips)
 
 
 SPEC = ModelSpec(
