@@ -273,8 +273,8 @@ def test_dry_run_prints_a_memory_estimate_that_scales_with_the_micro_batch(image
 
 
 def test_memory_estimate_counts_lpips_in_float32_whatever_its_precision():
-    """--lpips-precision bf16 did not lower the measured peak (its bfloat16 activations live
-    beside their float32 casts): the estimate must not shrink with it."""
+    """--lpips-precision bf16 raised the measured tensor peak a little rather than lowering it
+    (benchmarks/README.md): the estimate must not shrink with it."""
     from fastgan_tf.training.fastgan import memory_estimate
 
     totals = {precision: memory_estimate(_cfg(recon_loss="lpips", lpips_precision=precision), 2,

@@ -43,8 +43,8 @@ KEPT_SHARE = {"float32": 0.65, "mixed_float16": 0.45,
 # at 64x64 and 256x256, i.e. 0.4 of the reconstructions' outputs, which is what is counted now
 # (an assumption carried over, not re-measured). Counted in float32 whatever --lpips-precision:
 # with VGG16's blocks 3-5 in bfloat16 the allocator's peak at 256 px, batch 8 rose by 85-170 MiB
-# (2.72 against 2.55-2.63 GiB, two runs), the bfloat16 activations being kept beside their
-# float32 casts, so counting them at two bytes would understate it.
+# (2.72 against 2.55-2.63 GiB, two runs; presumably casts kept for the backward pass), so
+# counting its activations at two bytes would understate it.
 LPIPS_KEPT_SHARE = 0.4
 # Outputs that alias their input or are bookkeeping: they allocate nothing worth counting.
 _FREE_OPS = {"Const", "Identity", "IdentityN", "Reshape", "Shape", "ShapeN", "Size", "Rank",
