@@ -220,9 +220,7 @@ class FastGAN(RunState):
         """Sum over the batch of the three decoders' losses, as the reference codes it: the
         whole image for the big and the small decoder, the quadrant `part` for the third."""
         rec_big, rec_small, rec_part = recs
-        size = rec_big.shape[1]
-        whole = nearest_resize(real_aug, size)
-        piece = nearest_resize(quadrant(real_aug, part), size)
+        whole, piece = reconstruction_targets(real_aug, part, rec_big.shape[1])
         big, small, part_loss = self.recon_fn.pairs([rec_big, rec_small, rec_part],
                                                     [whole, whole, piece])
         return tf.reduce_sum(big) + tf.reduce_sum(small) + tf.reduce_sum(part_loss)
@@ -265,9 +263,14 @@ class FastGAN(RunState):
         if not self.discriminator.has_decoders:
             return None
         _, (rec_big, rec_small, rec_part) = self.discriminator(real, part=part, training=False)
-        size = rec_big.shape[1]
-        return [nearest_resize(real, size), rec_big, rec_small, rec_part,
-                nearest_resize(quadrant(real, tf.constant(part)), size)]
+        whole, piece = reconstruction_targets(real, tf.constant(part), rec_big.shape[1])
+        return [whole, rec_big, rec_small, rec_part, piece]
+
+
+def reconstruction_targets(real_aug, part, size: int) -> tuple:
+    """What the decoders chase, at their output `size`: the whole (augmented) real image, and its
+    quadrant `part`."""
+    return nearest_resize(real_aug, size), nearest_resize(quadrant(real_aug, part), size)
 
 
 def _samples_first(logits, batch: int):
